@@ -1,0 +1,3 @@
+from hqanogan_core.cli import main
+
+raise SystemExit(main())

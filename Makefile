@@ -1,0 +1,34 @@
+# Two commands for a newcomer: `make book` and `make test`. Both bootstrap .venv.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+# pip repeats a harmless warning per package for this machine's local mirrors; hide only that line
+PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: book test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --progress-bar off -r requirements.txt 2>&1 | $(PIP_FILTER)
+	$(BIN)/python -m pip install --progress-bar off --no-deps --no-build-isolation -e . 2>&1 | $(PIP_FILTER)
+	$(BIN)/python -c "import hqanogan_core, torch, jupyter_book; print('hqanogan_core', hqanogan_core.__version__, '| torch', torch.__version__)"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (hqanogan .venv)" >/dev/null
+	touch $(STAMP)
+
+book: $(STAMP)
+	@start=$$(date +%s); \
+	PATH="$(BIN):$$PATH" $(BIN)/jupyter-book build . --builder html --warningiserror --nitpick --keep-going; \
+	echo "Book build took $$(( $$(date +%s) - start )) s"
+	@test -f _build/html/index.html
+	@echo "Book built: $(abspath _build/html/index.html)"
+
+test: $(STAMP)
+	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest
+
+clean:
+	rm -rf _build

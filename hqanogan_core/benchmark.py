@@ -1,0 +1,197 @@
+"""One harness for every method: same split, same metrics, same bootstrap.
+
+`run_benchmark(data, methods)` fits each method on `train/good`, scores `test/`, and
+returns one JSON-able dict: per method, image AUROC / AP / sensitivity at 95 %
+specificity with stratified-bootstrap 95 % CIs, AUROC per anomaly type (that type
+vs all normals), pixel AUROC where the method gives maps and masks exist, wall
+times for fitting and scoring, peak traced memory, and the device.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import sys
+import time
+import tracemalloc
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hqanogan_core import floors, metrics
+from hqanogan_core.data.folder import read_grayscale, read_mask, scan_split
+from hqanogan_core.data.preprocess import resize
+
+# The methods the harness knows, by the name used on the command line.
+METHODS = {
+    "mean": floors.MeanIntensity,
+    "iforest": floors.PixelIsolationForest,
+    "pca": floors.PCAReconstruction,
+}
+
+
+@dataclass
+class SplitArrays:
+    images: np.ndarray  # [N, H, W] float32 in [0, 1]
+    labels: np.ndarray  # [N] int, 1 = abnormal
+    types: np.ndarray  # [N] str, "good" for normals
+    masks: np.ndarray | None  # [N, H, W] bool, None when no masks exist
+    paths: list[str]
+
+
+def load_split(root: str | Path, split: str, size: int | None = None) -> SplitArrays:
+    """All images of one split as arrays (resized to `size` if given)."""
+    samples = scan_split(root, split)
+    images, masks = [], []
+    for s in samples:
+        img = read_grayscale(s.path)
+        if size is not None and img.shape != (size, size):
+            img = resize(img, size)
+        images.append(img)
+        if s.mask_path is not None:
+            masks.append(read_mask(s.mask_path, img.shape))
+        else:
+            masks.append(np.zeros(img.shape, dtype=bool))
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise ValueError(
+            f"images under {Path(root) / split} have different sizes {sorted(shapes)}; pass size=..."
+        )
+    has_masks = any(s.mask_path is not None for s in samples)
+    return SplitArrays(
+        images=np.stack(images).astype(np.float32),
+        labels=np.array([s.gt_label for s in samples], dtype=np.int64),
+        types=np.array([s.anomaly_type for s in samples]),
+        masks=np.stack(masks) if has_masks else None,
+        paths=[str(s.path) for s in samples],
+    )
+
+
+def device_description() -> str:
+    """What the numbers were measured on (CPU model / GPU name)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda: {torch.cuda.get_device_name(0)}"
+    except ImportError:  # pragma: no cover - torch is a requirement
+        pass
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu: {cpu} ({os.cpu_count()} cores)"
+
+
+def evaluate(scores: np.ndarray, test: SplitArrays, maps: np.ndarray | None, n_boot: int, seed: int) -> dict:
+    """Metrics for one method's test scores (and maps)."""
+    result = {"image": metrics.image_metrics(scores, test.labels, n_boot=n_boot, seed=seed), "per_type": {}}
+    normal = test.labels == 0
+    for kind in sorted(set(test.types[test.labels == 1])):
+        pick = normal | (test.types == kind)
+        value, lo, hi = metrics.bootstrap_ci(
+            metrics.auroc, scores[pick], test.labels[pick], n_boot=n_boot, seed=seed
+        )
+        result["per_type"][str(kind)] = {
+            "auroc": {"value": value, "ci95": [lo, hi]},
+            "n": int((test.types == kind).sum()),
+        }
+    result["pixel_auroc"] = None
+    if maps is not None and test.masks is not None:
+        abnormal_with_mask = test.masks.reshape(len(test.masks), -1).any(axis=1)
+        pick = normal | abnormal_with_mask
+        result["pixel_auroc"] = metrics.pixel_auroc(maps[pick], test.masks[pick], seed=seed)
+    return result
+
+
+def run_method(name: str, train: SplitArrays, test: SplitArrays, seed: int = 0):
+    """Fit `name` on the training normals and score the test split; returns (scores, maps, timing)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
+    kwargs = {"seed": seed} if name in ("iforest", "pca") else {}
+    method = METHODS[name](**kwargs)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    method.fit(train.images)
+    t1 = time.perf_counter()
+    scores = np.asarray(method.score(test.images), dtype=np.float64)
+    maps = method.anomaly_map(test.images)
+    t2 = time.perf_counter()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert scores.shape == (len(test.images),), f"{name} returned scores of shape {scores.shape}"
+    timing = {"train_seconds": t1 - t0, "score_seconds": t2 - t1, "peak_traced_mb": peak / 2**20}
+    return scores, maps, timing
+
+
+def write_scores_csv(path: Path, test: SplitArrays, scores: np.ndarray) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "anomaly_type", "gt_label", "pred_score"])
+        for p, t, y, s in zip(test.paths, test.types, test.labels, scores):
+            writer.writerow([p, t, int(y), f"{s:.8g}"])
+
+
+def load_scores(out_dir: str | Path, methods: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Read back the per-image scores CSVs: (labels [N], anomaly types [N], {method: scores [N]})."""
+    scores, labels, types = {}, None, None
+    for name in methods:
+        with open(Path(out_dir) / f"scores_{name}.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        scores[name] = np.array([float(r["pred_score"]) for r in rows])
+        labels = np.array([int(r["gt_label"]) for r in rows])
+        types = np.array([r["anomaly_type"] for r in rows])
+    return labels, types, scores
+
+
+def run_benchmark(
+    data: str | Path,
+    methods: list[str],
+    out: str | Path | None = None,
+    size: int | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    log=sys.stderr,
+) -> dict:
+    """Fit and score every method on `data` (MVTec layout); write scores CSVs and JSON to `out`."""
+    for name in methods:
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
+    train = load_split(data, "train", size)
+    test = load_split(data, "test", size)
+    report = {
+        "data": str(data),
+        "device": device_description(),
+        "n_train": int(len(train.labels)),
+        "n_test": int(len(test.labels)),
+        "n_test_abnormal": int(test.labels.sum()),
+        "image_size": list(test.images.shape[1:]),
+        "bootstrap": {"n_boot": n_boot, "seed": seed, "kind": "stratified percentile, 95 %"},
+        "methods": {},
+    }
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for name in methods:
+        print(f"[benchmark] {name}: fitting on {len(train.labels)} normals ...", file=log, flush=True)
+        scores, maps, timing = run_method(name, train, test, seed=seed)
+        result = evaluate(scores, test, maps, n_boot=n_boot, seed=seed)
+        result.update(timing)
+        report["methods"][name] = result
+        print(
+            f"[benchmark] {name}: AUROC {result['image']['auroc']['value']:.3f} "
+            f"({timing['train_seconds']:.1f} s fit, {timing['score_seconds']:.1f} s score)",
+            file=log,
+            flush=True,
+        )
+        if out_dir is not None:
+            write_scores_csv(out_dir / f"scores_{name}.csv", test, scores)
+    if out_dir is not None:
+        (out_dir / "benchmark.json").write_text(json.dumps(report, indent=2))
+    return report

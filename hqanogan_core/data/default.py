@@ -1,0 +1,46 @@
+"""The book's default dataset: the phantom, generated once into the cache.
+
+`phantom_dataset()` returns the folder of the default benchmark set, (re)generating it
+when it is missing or was written by a different version of the phantom code, so a
+stale cache can never leak into the book's numbers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from hqanogan_core.data import phantom
+from hqanogan_core.paths import cache_dir
+
+
+def phantom_fingerprint(**settings) -> str:
+    """Hash of the phantom's source code and the generation settings."""
+    h = hashlib.sha256(Path(phantom.__file__).read_bytes())
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def phantom_dataset(
+    size: int = 64,
+    n_train: int = 4000,
+    n_test: int = 1000,
+    n_valid: int = 200,
+    seed: int = 0,
+    severity: float = 1.0,
+    root: str | Path | None = None,
+) -> Path:
+    """Path of the phantom set with these settings under the cache, generated if needed."""
+    settings = dict(size=size, n_train=n_train, n_test=n_test, n_valid=n_valid, seed=seed, severity=severity)
+    root = Path(root) if root is not None else cache_dir() / f"phantom{size}"
+    marker = root / "fingerprint.txt"
+    fingerprint = phantom_fingerprint(**settings)
+    if marker.exists() and marker.read_text().strip() == fingerprint:
+        return root
+    if root.exists():
+        shutil.rmtree(root)
+    config = phantom.PhantomConfig(size=size, severity=severity)
+    phantom.write_phantom_dataset(root, n_train=n_train, n_test=n_test, n_valid=n_valid, seed=seed, config=config)
+    marker.write_text(fingerprint)
+    return root

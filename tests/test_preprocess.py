@@ -54,14 +54,20 @@ def test_resize_nearest_keeps_values_and_location():
 # ------------------------------------------------------------ equalisation
 
 def test_he_output_histogram_is_close_to_uniform():
-    img = _skewed((128, 128))
+    # narrow, dark bell: ~50 occupied grey levels, none holding a big share
+    img = np.clip(0.3 + 0.05 * np.random.default_rng(0).standard_normal((128, 128)), 0, 1)
     out = histogram_equalization(img)
     assert out.shape == img.shape and out.dtype == np.float32
     assert out.min() == 0.0 and out.max() == 1.0
-    hist = np.histogram(out, bins=8, range=(0, 1))[0] / out.size
-    assert np.all(np.abs(hist - 1 / 8) < 0.02), hist
+    # empirical CDF of the output ~ identity; the gap is bounded by the largest
+    # single grey level's share (~3 % here), which HE cannot split
+    grid = np.linspace(0, 1, 101)
+    ecdf = np.searchsorted(np.sort(out.ravel()), grid, side="right") / out.size
+    assert np.max(np.abs(ecdf - grid)) < 0.035
+    hist = np.histogram(out, bins=4, range=(0, 1))[0] / out.size
+    assert np.all(np.abs(hist - 1 / 4) < 0.035), hist
     # the input is far from uniform
-    assert np.histogram(img, bins=8, range=(0, 1))[0][0] / img.size > 0.4
+    assert np.mean((img > 0.15) & (img < 0.45)) > 0.99
 
 
 def test_he_is_monotone_and_nearly_idempotent():

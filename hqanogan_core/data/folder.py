@@ -205,7 +205,7 @@ def scan_split(root: str | Path, split: str) -> list[Sample]:
 def _part_sizes(n: int, fractions: Sequence[float]) -> list[int]:
     """Split n items into parts ~ n * fractions (largest remainder), at least one
     item in every part with a non-zero fraction when n allows it."""
-    ideal = [f * n for f in fractions]
+    ideal = [round(f * n, 9) for f in fractions]  # rounding: float noise must not break ties
     sizes = [int(np.floor(x)) for x in ideal]
     by_remainder = sorted(range(len(sizes)), key=lambda i: (-(ideal[i] - sizes[i]), i))
     for i in by_remainder[: n - sum(sizes)]:

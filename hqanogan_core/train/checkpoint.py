@@ -158,7 +158,9 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     py = random.getstate()
-    meta = {"numpy": np.random.get_state(legacy=False), "python": [py[0], list(py[1]), py[2]]}
+    npst = np.random.get_state(legacy=False)  # {'bit_generator', 'state': {'key': uint32[624], 'pos'}, ...}
+    npst = dict(npst, state={"key": npst["state"]["key"].tolist(), "pos": int(npst["state"]["pos"])})
+    meta = {"numpy": npst, "python": [py[0], list(py[1]), py[2]]}
     return tensors, meta
 
 
@@ -166,7 +168,9 @@ def set_rng_state(tensors: dict, meta: dict) -> None:
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
-    np.random.set_state(meta["numpy"])
+    npst = meta["numpy"]
+    key = np.asarray(npst["state"]["key"], dtype=np.uint32)
+    np.random.set_state(dict(npst, state={"key": key, "pos": npst["state"]["pos"]}))
     v, state, gauss = meta["python"]
     random.setstate((v, tuple(state), gauss))
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from hqanogan_core import floors, metrics
 from hqanogan_core.data.folder import read_grayscale, read_mask, scan_split
-from hqanogan_core.data.preprocess import resize
+from hqanogan_core.data.preprocess import resize, resize_nearest
 
 # The methods the harness knows, by the name used on the command line.
 METHODS = {
@@ -46,14 +46,13 @@ def load_split(root: str | Path, split: str, size: int | None = None) -> SplitAr
     samples = scan_split(root, split)
     images, masks = [], []
     for s in samples:
-        img = read_grayscale(s.path)
+        img = read_grayscale(s.path)  # [H, W]
+        mask = read_mask(s.mask_path, img.shape) if s.mask_path is not None else np.zeros(img.shape, bool)
         if size is not None and img.shape != (size, size):
             img = resize(img, size)
+            mask = resize_nearest(mask.astype(np.float32), size) > 0.5
         images.append(img)
-        if s.mask_path is not None:
-            masks.append(read_mask(s.mask_path, img.shape))
-        else:
-            masks.append(np.zeros(img.shape, dtype=bool))
+        masks.append(mask)
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
         raise ValueError(

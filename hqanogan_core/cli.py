@@ -39,8 +39,11 @@ def cmd_convert(args) -> int:
         seed=args.seed,
         equalize=args.equalize,
         limit=args.limit,
+        valid_fraction=args.valid_fraction,
+        overwrite=args.overwrite,
     )
-    print(json.dumps(summary, indent=2, default=str))
+    brief = {k: v for k, v in summary.items() if k != "files"}  # the per-file map goes to convert.json only
+    print(json.dumps(brief, indent=2, default=str))
     return 0
 
 
@@ -83,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--equalize", choices=["none", "he", "bbhe"], default="none")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="at most N images per class (quick runs)")
+    p.add_argument("--valid-fraction", type=float, default=0.1)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing converted dataset")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("benchmark", help="fit and score methods with one harness, bootstrap CIs")
@@ -102,6 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

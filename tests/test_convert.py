@@ -63,6 +63,11 @@ def noise(shape, seed, high=100):
     return np.random.default_rng(seed).integers(0, high, shape)
 
 
+def _opened(path):
+    with Image.open(path) as im:
+        return im.mode, im.size
+
+
 def output_files(out):
     """{split: {relative path under the split}} of every PNG written."""
     return {split: {p.relative_to(out / split).as_posix() for p in (out / split).rglob("*.png")}
@@ -188,10 +193,10 @@ def test_rsna_limit_equalize_and_16bit(rsna_src, tmp_path):
     assert sum(c.get("good", 0) for c in manifest["counts"].values()) == 3
     assert sum(c.get("pneumonia", 0) for c in manifest["counts"].values()) == 3
     written = next((tmp_path / "out" / "train" / "good").glob("*.png"))
-    assert Image.open(written).mode in ("L", "I;16")
+    assert _opened(written)[0] in ("L", "I;16")
     manifest = convert_rsna(rsna_src, tmp_path / "full", size=16)
     n05 = next(k for k, v in manifest["files"].items() if v.endswith("n05.dcm"))
-    assert Image.open(tmp_path / "full" / n05).mode == "I;16"  # 12-bit source -> 16-bit PNG
+    assert _opened(tmp_path / "full" / n05)[0] == "I;16"  # 12-bit source -> 16-bit PNG
 
 
 def test_rsna_missing_inputs_are_named(rsna_src, tmp_path):
@@ -269,7 +274,7 @@ def test_chexpert(chexpert_src, tmp_path):
     assert not patients["train"] & patients["test"] and not patients["train"] & patients["valid"]
     assert not patients["valid"] & patients["test"]
     assert all("lateral" not in f for fs in files.values() for f in fs)
-    assert Image.open(next((out / "train" / "good").glob("*.png"))).size == (16, 16)
+    assert _opened(next((out / "train" / "good").glob("*.png")))[1] == (16, 16)
 
 
 def test_chexpert_paths_relative_to_src(chexpert_src, tmp_path):

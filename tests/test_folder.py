@@ -25,6 +25,11 @@ def _png_bytes(arr, mode=None):
     return buf.getvalue()
 
 
+def _mode(path):
+    with Image.open(path) as im:
+        return im.mode
+
+
 def _save(path, arr):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)
@@ -162,7 +167,7 @@ def test_mask_size_mismatch(tmp_path):
 def test_16bit_round_trip(tmp_path):
     values = np.array([[0, 1, 255, 256], [4095, 32768, 65534, 65535]], dtype=np.uint16)
     path = _save(tmp_path / "deep.png", values)
-    assert Image.open(path).mode == "I;16"
+    assert _mode(path) == "I;16"
     arr = read_grayscale(path)
     np.testing.assert_array_equal(np.rint(arr.astype(np.float64) * 65535).astype(np.uint16), values)
 
@@ -172,7 +177,7 @@ def test_8bit_and_palette(tmp_path):
     np.testing.assert_allclose(read_grayscale(_save(tmp_path / "l.png", values)), values / 255, atol=1e-7)
     pal = tmp_path / "p.png"
     Image.fromarray(values).convert("P").save(pal)
-    assert Image.open(pal).mode == "P"
+    assert _mode(pal) == "P"
     np.testing.assert_allclose(read_grayscale(pal), values / 255, atol=1 / 255)
 
 
@@ -258,6 +263,11 @@ def test_layout_errors(tmp_path):
     with pytest.raises(DatasetLayoutError, match=r"mask folder .*ghost has no image folder"):
         scan_split(root, "test")
     (root / "ground_truth" / "ghost" / "000_mask.png").unlink()
+
+    _save(root / "ground_truth" / "nodule" / "000.png", np.zeros((32, 32), np.uint8))
+    with pytest.raises(DatasetLayoutError, match=r"mask .*nodule/000\.png is not named <image stem>_mask\.png"):
+        scan_split(root, "test")
+    (root / "ground_truth" / "nodule" / "000.png").unlink()
 
     _save(root / "train" / "nodule" / "000.png", np.zeros((32, 32), np.uint8))
     with pytest.raises(DatasetLayoutError, match=r"train/ must contain only good/"):

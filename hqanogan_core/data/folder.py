@@ -167,7 +167,8 @@ def scan_split(root: str | Path, split: str) -> list[Sample]:
         raise DatasetLayoutError(f"no train/good folder under {root}; {LAYOUT_HELP}")
     split_dir = root / split
     if not split_dir.is_dir():
-        raise DatasetLayoutError(f"no {split}/ folder under {root}; {LAYOUT_HELP}")
+        hint = " (use load_splits() to carve a valid split from test)" if split == "valid" else ""
+        raise DatasetLayoutError(f"no {split}/ folder under {root}{hint}; {LAYOUT_HELP}")
 
     type_dirs = _subdirs(split_dir)
     if split == "train" and [d.name for d in type_dirs] != ["good"]:

@@ -169,8 +169,9 @@ def vessel_tree(rng, hilum, side, habitus, generations: int = 5) -> np.ndarray:
     #        /  |  \\
     """
     angles = np.radians([-80, -52, -25, 0, 25, 52, 80, 105]) + rng.normal(0.0, 0.1, 8)
-    lengths = rng.uniform(0.10, 0.16, 8)
-    starts = np.tile(np.asarray(hilum, float), (8, 1))
+    lengths = rng.uniform(0.09, 0.14, 8)
+    # primaries leave along a short hilar arc (upper branches higher), not one point
+    starts = np.asarray(hilum, float) + np.stack([side * 0.03 * np.cos(angles), 0.07 * np.sin(angles)], axis=1)
     weights = np.ones(8)
     segments = []
     for g in range(generations):
@@ -200,8 +201,8 @@ def sample_patient(rng: np.random.Generator, config: PhantomConfig) -> Patient:
     dome_r = 0.36 + 0.09 * insp
     dome_l = dome_r + uni((0.02, 0.09))
     # lungs: outer super-ellipse (lateral wall and apex); the bottom is cut by the dome
-    lung_r = (-0.43 * h, 0.22 + 0.04 * insp, 0.37 * h * uni((0.95, 1.04)), 0.95 + 0.04 * insp)
-    lung_l = (0.43 * h, 0.24 + 0.04 * insp, 0.355 * h * uni((0.95, 1.04)), 0.97 + 0.04 * insp)
+    lung_r = (-0.43 * h, 0.20 + 0.04 * insp, 0.37 * h * uni((0.95, 1.04)), 0.98 + 0.04 * insp)
+    lung_l = (0.43 * h, 0.22 + 0.04 * insp, 0.355 * h * uni((0.95, 1.04)), 1.0 + 0.04 * insp)
     thorax_width = (lung_r[2] - lung_r[0]) + (lung_l[0] + lung_l[2])
 
     # heart: rotated ellipse, 1/3 right of the midline, sitting on the left dome
@@ -213,11 +214,11 @@ def sample_patient(rng: np.random.Generator, config: PhantomConfig) -> Patient:
     a = aspect * b
     hx, hy = hx1 * b, hy1 * b
     cu = hx / 3.0 + uni((-0.03, 0.03))
-    cv = 0.5 * (dome_r + dome_l) + 0.07 - 0.9 * hy
+    cv = 0.5 * (dome_r + dome_l) + 0.03 - 0.55 * hy  # lower part hidden below the domes
     heart = (cu, cv, a, b, angle)
 
     ribs = (uni((-0.86, -0.78)), uni((1.30, 1.45)) + 0.05 * insp, uni((0.85, 1.15)), uni((0.36, 0.46)), uni((-0.03, 0.03)))
-    clavicle = (uni((-0.80, -0.70)), uni((0.12, 0.22)), uni((-0.03, 0.03)), uni((-0.03, 0.03)))
+    clavicle = (uni((-0.68, -0.60)), uni((0.20, 0.30)), uni((-0.03, 0.03)), uni((-0.03, 0.03)))
     spine = (uni((0.085, 0.10)), rng.random())
     breast = uni((0.04, 0.16)) if rng.random() < 0.45 else 0.0
     bubble = uni((0.5, 1.2)) if rng.random() < 0.7 else 0.0
@@ -320,7 +321,7 @@ def posterior_ribs(u, v, p: Patient, cage, px):
     """
     first, span, curv, width, offset = p.ribs
     x = np.abs(u) / p.habitus
-    arc = curv * (-0.42 * x + 0.62 * x * x) + 0.9 * np.maximum(x - 0.62, 0.0) ** 2
+    arc = curv * (-0.55 * x + 0.85 * x * x) + 1.2 * np.maximum(x - 0.6, 0.0) ** 2
     w = v - arc - first + offset * np.sign(u)
     t = 10.0 * (np.maximum(w, 0.0) / span) ** 0.9           # rib index, fractional
     frac = t - np.floor(t)
@@ -370,7 +371,7 @@ def spine(u, v, p: Patient, px):
     cyc = 2.0 * np.pi * (v / period + phase)
     disc = (0.5 + 0.5 * np.cos(cyc)) ** 8
     pedicle = np.exp(-(((np.abs(u) - 0.7 * half) / 0.014) ** 2)) * (0.5 + 0.5 * np.cos(cyc - 0.5 * np.pi)) ** 4
-    return band * (1.0 - 0.45 * disc) + 0.6 * pedicle * band
+    return band * (1.0 - 0.3 * disc) + 0.4 * pedicle * band
 
 
 def splat_lines(segments, n: int, p: Patient, sigma_units: float):
@@ -458,7 +459,7 @@ def consolidation(rng, p, u, v, fields, severity, px):
     """Patchy, ill-defined airspace opacity in one lung zone, with air bronchograms:
     alveolar air replaced by fluid (lung air x (1 - opacity)), vessels silhouetted."""
     side = int(rng.choice([-1, 1]))
-    radius = (0.09 + 0.09 * severity) * rng.uniform(0.85, 1.2)
+    radius = (0.07 + 0.08 * severity) * rng.uniform(0.85, 1.2)
     cu, cv = _lung_point(rng, p, side, 0.06)
     white = rng.standard_normal((12, 12)).astype(np.float32)
     patch = smooth_noise(white, u.shape[0])
@@ -468,7 +469,7 @@ def consolidation(rng, p, u, v, fields, severity, px):
     strength = min(1.0, 0.55 + 0.3 * severity)
     bronchi = splat_lines(_bronchi(p, side, cu, cv, radius), u.shape[0], p, 0.004)
     add = -0.35 * p.air * np.clip(bronchi, 0, 1) * smoothstep((opacity - 0.5) / 0.3)
-    return Lesion(add=add, air_keep=1.0 - strength * opacity, vessel_keep=1.0 - 0.8 * opacity,
+    return Lesion(add=add, air_keep=1.0 - 0.85 * strength * opacity, vessel_keep=1.0 - 0.8 * opacity,
                   support=smoothstep((opacity - 0.15) / 0.1))
 
 
@@ -495,11 +496,10 @@ def effusion(rng, p, u, v, fields, severity, px):
     #   |##fluid####|
     """
     side = -1 if rng.random() < 0.55 else 1
-    height = (0.06 + 0.12 * severity) * rng.uniform(0.8, 1.2)
+    height = (0.05 + 0.11 * severity) * rng.uniform(0.8, 1.2)
     cu, cv, au, av = p.lungs[0] if side < 0 else p.lungs[1]
     lateral = np.clip((side * u - 0.12 * p.habitus) / (side * cu + au - 0.12 * p.habitus), 0.0, 1.0)
-    costophrenic = float(dome_level(np.float32(side * (abs(cu) + 0.97 * au)), p, side))
-    surface = costophrenic - height * (0.25 + 0.75 * lateral**2) - 0.04 * height * np.sin(6 * lateral)
+    surface = dome_level(u, p, side) - height * (0.3 + 0.7 * lateral**2)
     fluid = soft(v - surface, 0.025 + 0.02 * severity) * fields["lung_outer"][side]
     return Lesion(add=0.06 * fluid, air_keep=1.0 - fluid, vessel_keep=1.0 - fluid,
                   support=fluid * fields["lung"][side])
@@ -535,7 +535,8 @@ def pneumothorax(rng, p, u, v, fields, severity, px):
     lung = fields["lung"][side]
     rim = soft(profile - wall, max(px, 0.006)) * lung * (profile > 0.004)
     line = np.exp(-(((wall - profile) / max(0.7 * px, 0.005)) ** 2)) * lung * (profile > 0.01)
-    return Lesion(add=0.14 * line - 0.1 * rim * p.air, air_keep=1.0, vessel_keep=1.0 - rim,
+    collapsed = lung * (1.0 - rim)  # the collapsed lung is a little denser
+    return Lesion(add=0.2 * line - 0.18 * rim * p.air + 0.05 * collapsed, air_keep=1.0, vessel_keep=1.0 - rim,
                   support=rim)
 
 
@@ -585,8 +586,8 @@ def render_patient(p: Patient, config: PhantomConfig, anomaly: str | None = None
     air = p.air * lung * depth * lesion.air_keep
 
     cage = np.maximum(soft(wall_r + 0.06, 0.03), soft(wall_l + 0.06, 0.03))
-    vessels = 0.16 * splat_lines(p.vessels[p.vessels[:, 5] < 2], n, p, 0.007)
-    vessels += 0.11 * splat_lines(p.vessels[p.vessels[:, 5] >= 2], n, p, 0.0035)
+    vessels = 0.2 * splat_lines(p.vessels[p.vessels[:, 5] < 2], n, p, 0.007)
+    vessels += 0.14 * splat_lines(p.vessels[p.vessels[:, 5] >= 2], n, p, 0.0035)
     hilum_d = np.minimum(np.hypot((u + 0.17 * p.habitus) / 1.2, v + 0.0), np.hypot((u - 0.17 * p.habitus) / 1.2, v + 0.06))
     hila = 0.12 * np.exp(-((hilum_d / 0.07) ** 2))
     vessel_visible = lung * lesion.vessel_keep
@@ -595,12 +596,13 @@ def render_patient(p: Patient, config: PhantomConfig, anomaly: str | None = None
     trachea = np.maximum(trachea, soft(0.024 - segment_distance(u, v, (-0.01, -0.29), (-0.13 * p.habitus, -0.12)), 0.01))
     trachea = np.maximum(trachea, soft(0.022 - segment_distance(u, v, (-0.01, -0.29), (0.15 * p.habitus, -0.16)), 0.01))
 
-    atten = body_outline(u, v, p)
+    atten = body_outline(u, v, p) * (1.0 + 0.05 * smooth_noise(p.texture[::4, ::4], n))  # uneven soft tissue
     atten = atten - air - 0.22 * trachea * med
     atten = atten + (vessels + hila) * vessel_visible
-    atten = atten + 0.17 * posterior_ribs(u, v, p, cage, px) + 0.07 * anterior_ribs(u, v, p, cage, px)
+    bone_seen = 0.2 + 0.8 * np.minimum(lung, 1.0)  # film shoulder: bone over dense tissue fades
+    atten = atten + (0.17 * posterior_ribs(u, v, p, cage, px) + 0.07 * anterior_ribs(u, v, p, cage, px)) * bone_seen
     atten = atten + 0.24 * clavicles(u, v, p, px) + 0.25 * humeral_heads(u, v, p)
-    atten = atten + 0.22 * spine(u, v, p, px)
+    atten = atten + 0.15 * spine(u, v, p, px)
     if p.breast > 0:
         for s in (-1, 1):
             d = ellipse_distance(u, v, s * 0.45 * p.habitus, 0.42, 0.36 * p.habitus, 0.3)

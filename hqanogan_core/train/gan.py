@@ -468,7 +468,7 @@ def train_gan(data_dir, out_dir, config: GanTrainConfig | str | None = None, res
     total_nimg = int(round(cfg.total_kimg * 1000))
     grid_n = 64 if cfg.resolution <= 64 else 16
     log_path = out_dir / "log.jsonl"
-    tick_start_nimg, tick_start_time = trainer.cur_nimg, time.time()
+    tick_start_nimg = trainer.cur_nimg
     t0 = time.time()
     acc: dict[str, list] = {}
     next_log = _next_multiple(trainer.cur_nimg, cfg.log_kimg)
@@ -477,15 +477,18 @@ def train_gan(data_dir, out_dir, config: GanTrainConfig | str | None = None, res
     last_line: dict = {}
     bar = tqdm(total=total_nimg, initial=min(trainer.cur_nimg, total_nimg), unit="img", disable=not (progress and is_main),
                desc="train-gan")
+    step_time = 0.0  # seconds inside trainer.step() this tick (excludes SWD, samples, checkpoints)
     while trainer.cur_nimg < total_nimg:
+        ts = time.time()
         stats = trainer.step()
+        step_time += time.time() - ts
         for k, v in stats.items():
             acc.setdefault(k, []).append(v)
         bar.update(cfg.batch)
         done = trainer.cur_nimg >= total_nimg
         kimg = trainer.cur_nimg / 1000
         if trainer.cur_nimg >= next_log or done:
-            dt = time.time() - tick_start_time
+            dt = step_time
             line = {"kimg": round(kimg, 3), **{k: float(np.mean(v)) for k, v in acc.items()}}
             line["r_t"] = trainer.ada.last_rt if trainer.ada is not None else None
             line["s_per_kimg"] = dt / max((trainer.cur_nimg - tick_start_nimg) / 1000, 1e-9)
@@ -501,7 +504,7 @@ def train_gan(data_dir, out_dir, config: GanTrainConfig | str | None = None, res
                 bar.set_postfix(G=f"{line.get('loss_G', 0):.2f}", D=f"{line.get('loss_D', 0):.2f}",
                                 p=f"{line['p']:.3f}")
             last_line, acc = line, {}
-            tick_start_nimg, tick_start_time = trainer.cur_nimg, time.time()
+            tick_start_nimg, step_time = trainer.cur_nimg, 0.0
             next_log = _next_multiple(trainer.cur_nimg, cfg.log_kimg)
         if trainer.cur_nimg >= next_snap or done:
             if is_main:

@@ -367,3 +367,16 @@ def test_converter_registry():
         params = fn.__code__.co_varnames[:fn.__code__.co_argcount]
         for name in ("src", "out", "size", "seed", "valid_fraction", "limit", "equalize"):
             assert name in params
+
+
+def test_cli_convert_prints_counts_not_file_map(rsna_src, tmp_path, capsys):
+    from hqanogan_core.cli import main
+
+    out = tmp_path / "rsna_cli"
+    assert main(["convert", "rsna", "--src", str(rsna_src), "--out", str(out), "--size", "32"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert "files" not in printed and printed["counts"]
+    assert (out / "convert.json").exists()
+    # a second run refuses to overwrite, with a clear message and exit code 2
+    assert main(["convert", "rsna", "--src", str(rsna_src), "--out", str(out), "--size", "32"]) == 2
+    assert str(out) in capsys.readouterr().err

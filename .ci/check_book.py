@@ -2,7 +2,8 @@
 
 Checks per page: HTTP 200, every <img> decoded (naturalWidth > 0), no executed cell
 shows an error or traceback, notebook pages contain at least one figure, widget views
-(when present) rendered. Chromium runs with its network cut off except loopback, so a
+(when present) rendered, and sliders linked to precomputed views change them with no
+kernel running. Chromium runs with its network cut off except loopback, so a
 page that needs the internet shows up here. A full-page screenshot of each page is kept
 under _build/screenshots/.
 
@@ -79,6 +80,23 @@ def check_page(page, url: str, is_notebook: bool) -> list[str]:
         rendered = page.locator(".jupyter-widgets, .widget-container, .lm-Widget").count()
         if rendered == 0:
             problems.append(f"{n_widget_views} widget view(s) present but none rendered (widget JS not loaded?)")
+        problems += check_linked_sliders(page)
+    return problems
+
+
+def check_linked_sliders(page, limit: int = 6) -> list[str]:
+    """A slider above precomputed views must change the view with no kernel (a jslink)."""
+    problems = []
+    panels = page.locator(".widget-vbox:has(> .widget-slider)")
+    for i in range(min(panels.count(), limit)):
+        panel = panels.nth(i)
+        view = panel.locator(":scope > :last-child")
+        before = view.screenshot()
+        panel.locator(".noUi-handle").first.focus()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(300)
+        if view.screenshot() == before:
+            problems.append(f"slider panel {i}: moving the slider did not change its view (jslink broken?)")
     return problems
 
 

@@ -43,15 +43,19 @@ def laplacian_pyramid(x: torch.Tensor, num_levels: int) -> list[torch.Tensor]:
     return levels
 
 
-def sample_descriptors(x: torch.Tensor, per_image: int, size: int, gen: torch.Generator) -> torch.Tensor:
-    """Random size x size patches, `per_image` per image. [N,C,H,W] -> [N*per_image, C, size, size]"""
-    n, c, h, w = x.shape
-    patches = x.unfold(2, size, 1).unfold(3, size, 1)                  # [N, C, H-s+1, W-s+1, s, s] (a view)
+def patch_locations(n: int, h: int, w: int, per_image: int, size: int, gen: torch.Generator):
+    """Random top-left corners: (image index, y, x), each [n * per_image]."""
     ys = torch.randint(0, h - size + 1, (n, per_image), generator=gen)
     xs = torch.randint(0, w - size + 1, (n, per_image), generator=gen)
     idx = torch.arange(n)[:, None].expand(n, per_image)
-    out = patches[idx.reshape(-1), :, ys.reshape(-1), xs.reshape(-1)]   # [M, C, s, s]
-    return out
+    return idx.reshape(-1), ys.reshape(-1), xs.reshape(-1)
+
+
+def sample_descriptors(x: torch.Tensor, locations, size: int) -> torch.Tensor:
+    """size x size patches at `locations`. [N,C,H,W] -> [M, C, size, size]"""
+    patches = x.unfold(2, size, 1).unfold(3, size, 1)                  # [N, C, H-s+1, W-s+1, s, s] (a view)
+    idx, ys, xs = locations
+    return patches[idx, :, ys, xs]
 
 
 def normalize_descriptors(d: torch.Tensor) -> torch.Tensor:
@@ -94,7 +98,10 @@ def swd(
     pyr_r, pyr_f = laplacian_pyramid(real, num_levels), laplacian_pyramid(fake, num_levels)
     levels = {}
     for lr, lf in zip(pyr_r, pyr_f):
-        dr = normalize_descriptors(sample_descriptors(lr, descriptors_per_image, patch, gen))
-        df = normalize_descriptors(sample_descriptors(lf, descriptors_per_image, patch, gen))
+        # the same random locations in both sets (common random numbers: less variance, and exactly 0
+        # for identical sets; ProGAN drew them independently)
+        loc = patch_locations(n, lr.shape[2], lr.shape[3], descriptors_per_image, patch, gen)
+        dr = normalize_descriptors(sample_descriptors(lr, loc, patch))
+        df = normalize_descriptors(sample_descriptors(lf, loc, patch))
         levels[lr.shape[-1]] = sliced_wasserstein(dr, df, gen, dir_repeats, dirs_per_repeat) * 1e3
     return {"levels": levels, "avg": sum(levels.values()) / len(levels)}

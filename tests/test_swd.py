@@ -21,17 +21,18 @@ def test_pyramid_reconstructs():
 
 
 def test_swd_same_vs_different_and_symmetric():
-    a, b = smooth_images(64, 1), smooth_images(64, 2)
+    a, b = smooth_images(32, 1), smooth_images(32, 2)
     g = torch.Generator().manual_seed(3)
     noisy = (b + 0.5 * torch.randn(b.shape, generator=g)).clamp(-1, 1)
-    same = swd(a, a, seed=0)
-    near = swd(a, b, seed=0)
-    far = swd(a, noisy, seed=0)
+    same = swd(a, a, seed=0, descriptors_per_image=64)
+    near = swd(a, b, seed=0, descriptors_per_image=64)
+    far = swd(a, noisy, seed=0, descriptors_per_image=64)
     assert set(near["levels"]) == {32, 16}
-    assert same["avg"] < 0.5 * far["avg"] and near["avg"] < 0.5 * far["avg"]
-    back = swd(noisy, a, seed=0)["avg"]
+    assert same["avg"] < 1e-6
+    assert near["avg"] < 0.75 * far["avg"]
+    back = swd(noisy, a, seed=0, descriptors_per_image=64)["avg"]
     assert abs(back - far["avg"]) < 0.25 * far["avg"]
-    assert swd(a, noisy, seed=0) == far  # deterministic for a seed
+    assert swd(a, noisy, seed=0, descriptors_per_image=64) == far  # deterministic for a seed
 
 
 def test_swd_identical_descriptors_are_zero():

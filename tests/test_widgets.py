@@ -21,7 +21,9 @@ def test_slider_is_jslinked_to_the_stack():
     slider, stack = panel.children
     assert isinstance(stack, ipywidgets.Stack) and len(stack.children) == 2
     assert [im.value for im in stack.children] == views
-    links = [w for w in ipywidgets.Widget.widgets.values() if isinstance(w, ipywidgets.widgets.widget_link.Link)]
+    from ipywidgets.widgets.widget import _instances  # every live widget, links included
+
+    links = [w for w in _instances.values() if isinstance(w, ipywidgets.widgets.widget_link.Link)]
     assert any(l.source == (slider, "index") and l.target == (stack, "selected_index") for l in links)
 
 

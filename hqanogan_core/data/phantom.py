@@ -168,8 +168,8 @@ def vessel_tree(rng, hilum, side, habitus, generations: int = 5) -> np.ndarray:
     #   hilum o--+--      (side = -1 right lung: branches point to the image left)
     #        /  |  \\
     """
-    angles = np.radians([-80, -52, -25, 0, 25, 52, 80, 105]) + rng.normal(0.0, 0.1, 8)
-    lengths = rng.uniform(0.09, 0.14, 8)
+    angles = np.radians([-95, -72, -48, -20, 8, 35, 62, 88]) + rng.normal(0.0, 0.1, 8)
+    lengths = rng.uniform(0.15, 0.21, 8)
     # primaries leave along a short hilar arc (upper branches higher), not one point
     starts = np.asarray(hilum, float) + np.stack([side * 0.03 * np.cos(angles), 0.07 * np.sin(angles)], axis=1)
     weights = np.ones(8)
@@ -178,11 +178,11 @@ def vessel_tree(rng, hilum, side, habitus, generations: int = 5) -> np.ndarray:
         direction = np.stack([side * np.cos(angles) * habitus, np.sin(angles)], axis=1)
         ends = starts + lengths[:, None] * direction
         segments.append(np.column_stack([starts, ends, weights, np.full(len(starts), g)]))
-        spread = rng.uniform(0.28, 0.55, len(starts))
+        spread = rng.uniform(0.22, 0.45, len(starts))
         angles = np.concatenate([angles - spread, angles + spread * rng.uniform(0.6, 1.0, len(starts))])
         angles = angles + rng.normal(0.0, 0.08, len(angles))
         starts = np.concatenate([ends, ends])
-        lengths = np.concatenate([lengths, lengths]) * rng.uniform(0.62, 0.82, len(angles))
+        lengths = np.concatenate([lengths, lengths]) * rng.uniform(0.68, 0.88, len(angles))
         weights = np.concatenate([weights, weights]) * 0.7
     return np.concatenate(segments).astype(np.float32)
 
@@ -218,7 +218,7 @@ def sample_patient(rng: np.random.Generator, config: PhantomConfig) -> Patient:
     heart = (cu, cv, a, b, angle)
 
     ribs = (uni((-0.86, -0.78)), uni((1.30, 1.45)) + 0.05 * insp, uni((0.85, 1.15)), uni((0.36, 0.46)), uni((-0.03, 0.03)))
-    clavicle = (uni((-0.68, -0.60)), uni((0.20, 0.30)), uni((-0.03, 0.03)), uni((-0.03, 0.03)))
+    clavicle = (uni((-0.62, -0.54)), uni((0.22, 0.32)), uni((-0.03, 0.03)), uni((-0.03, 0.03)))
     spine = (uni((0.085, 0.10)), rng.random())
     breast = uni((0.04, 0.16)) if rng.random() < 0.45 else 0.0
     bubble = uni((0.5, 1.2)) if rng.random() < 0.7 else 0.0
@@ -351,7 +351,7 @@ def clavicles(u, v, p: Patient, px):
     x = np.abs(u) / p.habitus
     centre = medial - slope * (x - 0.07) + 0.06 * np.sin(np.pi * np.clip(x / 0.62, 0, 1)) * 0.5
     centre = centre + np.where(u < 0, off_r, off_l)
-    half = 0.028 + 0.012 * smoothstep((0.25 - x) / 0.2)
+    half = 0.038 + 0.012 * smoothstep((0.25 - x) / 0.2)
     bar = soft(half - np.abs(v - centre), max(px, 0.008))
     return bar * soft(x - 0.06, 0.015) * soft(0.64 - x, 0.04)
 
@@ -459,7 +459,7 @@ def consolidation(rng, p, u, v, fields, severity, px):
     """Patchy, ill-defined airspace opacity in one lung zone, with air bronchograms:
     alveolar air replaced by fluid (lung air x (1 - opacity)), vessels silhouetted."""
     side = int(rng.choice([-1, 1]))
-    radius = (0.07 + 0.08 * severity) * rng.uniform(0.85, 1.2)
+    radius = (0.08 + 0.09 * severity) * rng.uniform(0.85, 1.2)
     cu, cv = _lung_point(rng, p, side, 0.06)
     white = rng.standard_normal((12, 12)).astype(np.float32)
     patch = smooth_noise(white, u.shape[0])
@@ -468,8 +468,8 @@ def consolidation(rng, p, u, v, fields, severity, px):
     opacity = smoothstep((level - 0.05) / 0.45) * fields["lung"][side]
     strength = min(1.0, 0.55 + 0.3 * severity)
     bronchi = splat_lines(_bronchi(p, side, cu, cv, radius), u.shape[0], p, 0.004)
-    add = -0.35 * p.air * np.clip(bronchi, 0, 1) * smoothstep((opacity - 0.5) / 0.3)
-    return Lesion(add=add, air_keep=1.0 - 0.85 * strength * opacity, vessel_keep=1.0 - 0.8 * opacity,
+    add = 0.05 * opacity - 0.35 * p.air * np.clip(bronchi, 0, 1) * smoothstep((opacity - 0.5) / 0.3)
+    return Lesion(add=add, air_keep=1.0 - 0.9 * strength * opacity, vessel_keep=1.0 - 0.8 * opacity,
                   support=smoothstep((opacity - 0.15) / 0.1))
 
 
@@ -496,12 +496,13 @@ def effusion(rng, p, u, v, fields, severity, px):
     #   |##fluid####|
     """
     side = -1 if rng.random() < 0.55 else 1
-    height = (0.05 + 0.11 * severity) * rng.uniform(0.8, 1.2)
+    height = (0.07 + 0.12 * severity) * rng.uniform(0.8, 1.2)
     cu, cv, au, av = p.lungs[0] if side < 0 else p.lungs[1]
     lateral = np.clip((side * u - 0.12 * p.habitus) / (side * cu + au - 0.12 * p.habitus), 0.0, 1.0)
-    surface = dome_level(u, p, side) - height * (0.3 + 0.7 * lateral**2)
+    top = p.dome[0] if side < 0 else p.dome[1]
+    surface = top + 0.12 - height - 0.6 * height * lateral**3  # level, rising at the wall
     fluid = soft(v - surface, 0.025 + 0.02 * severity) * fields["lung_outer"][side]
-    return Lesion(add=0.06 * fluid, air_keep=1.0 - fluid, vessel_keep=1.0 - fluid,
+    return Lesion(add=0.08 * fluid, air_keep=1.0 - fluid, vessel_keep=1.0 - fluid,
                   support=fluid * fields["lung"][side])
 
 
@@ -530,13 +531,13 @@ def pneumothorax(rng, p, u, v, fields, severity, px):
     cu, cv, au, av = p.lungs[0] if side < 0 else p.lungs[1]
     apex, base = cv - av, p.dome[0 if side < 0 else 1]
     reach = rng.uniform(0.55, 0.9)  # how far down the rim extends
-    width = (0.035 + 0.06 * severity) * rng.uniform(0.8, 1.2)
+    width = (0.04 + 0.08 * severity) * rng.uniform(0.8, 1.2)
     profile = width * np.clip((apex + reach * (base - apex) - v) / (reach * (base - apex)), 0.0, 1.0) ** 0.6
     lung = fields["lung"][side]
     rim = soft(profile - wall, max(px, 0.006)) * lung * (profile > 0.004)
-    line = np.exp(-(((wall - profile) / max(0.7 * px, 0.005)) ** 2)) * lung * (profile > 0.01)
+    line = np.exp(-(((wall - profile) / max(0.7 * px, 0.008)) ** 2)) * lung * (profile > 0.01)
     collapsed = lung * (1.0 - rim)  # the collapsed lung is a little denser
-    return Lesion(add=0.2 * line - 0.18 * rim * p.air + 0.05 * collapsed, air_keep=1.0, vessel_keep=1.0 - rim,
+    return Lesion(add=0.25 * line - 0.3 * rim * p.air + 0.06 * collapsed, air_keep=1.0, vessel_keep=1.0 - rim,
                   support=rim)
 
 

@@ -19,8 +19,9 @@ so render_case(s, i, None) and render_case(s, i, "nodule") show the same patient
 and severity only scales the lesion (severity 0 = exactly the normal image).
 
 Rendering happens at `supersample` times the output size and is block-averaged
-down (anti-aliasing); masks are the output pixels whose area is at least half
-covered by the lesion's support.
+down (anti-aliasing); masks are the output pixels at least MASK_COVERAGE (30 %)
+covered by the lesion's support (thin dense films change a pixel well before they
+cover half of it).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -38,6 +40,7 @@ ANOMALY_TYPES: tuple[str, ...] = ("nodule", "consolidation", "effusion", "cardio
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 _STREAM = {None: 0, "train": 1, "valid": 2, "test": 3}  # independent seed stream per split
 PHANTOM_VERSION = "1"
+MASK_COVERAGE = 0.3  # an output pixel is abnormal when the lesion covers >= 30 % of it
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class PhantomConfig:
     """Resolution, default lesion strength and the ranges of normal variation.
 
     Ranges are (low, high) of a uniform draw; `variation` scales every range about
-    its midpoint (0 = one average patient, 1 = the benchmark default).
+    its midpoint (0 = average geometry and exposure, 1 = the benchmark default).
     """
 
     size: int = 64                                # output resolution (>= 16)
@@ -56,7 +59,7 @@ class PhantomConfig:
     shift: tuple[float, float] = (-0.07, 0.07)    # in half-widths of the image
     zoom: tuple[float, float] = (0.86, 1.04)      # patient size in the field of view
     habitus: tuple[float, float] = (0.84, 1.12)   # body / thorax width
-    inspiration: tuple[float, float] = (-1.0, 1.0)  # diaphragm level (-1 deep breath, +1 shallow)
+    inspiration: tuple[float, float] = (-1.0, 1.0)  # +1 deep breath (low domes, tall lungs), -1 shallow
     ctr: tuple[float, float] = (0.38, 0.50)       # cardiothoracic ratio of normal hearts
     window_low: tuple[float, float] = (-0.25, 0.10)  # attenuation shown as black
     window_high: tuple[float, float] = (1.15, 1.75)  # attenuation shown as white
@@ -132,7 +135,7 @@ class Patient(NamedTuple):
     shift: tuple          # (x, y) image offset
     zoom: float
     habitus: float        # width factor
-    dome: tuple           # (right, left) diaphragm dome top v
+    dome: tuple           # (right top v, left top v, curvature, lateral plunge) of the diaphragm
     lungs: tuple          # ((cu, cv, au, av) right, (...) left) outer lung super-ellipses
     heart: tuple          # (cu, cv, a, b, angle)
     thorax_width: float   # inner rib-cage width at its widest
@@ -143,6 +146,7 @@ class Patient(NamedTuple):
     spine: tuple          # (vertebra period, phase)
     breast: float         # breast-shadow density (0 = none)
     bubble: float         # gastric-bubble size (0 = none)
+    fat_pad: tuple        # (u, radius) of a pericardial fat pad at the left cardiophrenic angle
     vessels: np.ndarray   # [S, 6] segments (u0, v0, u1, v1, weight, generation)
     texture: np.ndarray   # [24, 24] white noise -> smooth lung texture
     window: tuple         # (low, high) attenuation window
@@ -198,8 +202,9 @@ def sample_patient(rng: np.random.Generator, config: PhantomConfig) -> Patient:
     insp = uni(config.inspiration)
 
     # diaphragm: right dome higher (liver), both move with inspiration
-    dome_r = 0.36 + 0.09 * insp
-    dome_l = dome_r + uni((0.02, 0.09))
+    dome_r = 0.36 + 0.11 * insp
+    dome_l = dome_r + uni((-0.02, 0.10))
+    dome_shape = (uni((0.09, 0.18)), uni((0.10, 0.24)))  # dome curvature, lateral plunge
     # lungs: outer super-ellipse (lateral wall and apex); the bottom is cut by the dome
     lung_r = (-0.43 * h, 0.20 + 0.04 * insp, 0.37 * h * uni((0.95, 1.04)), 0.98 + 0.04 * insp)
     lung_l = (0.43 * h, 0.22 + 0.04 * insp, 0.355 * h * uni((0.95, 1.04)), 1.0 + 0.04 * insp)
@@ -207,21 +212,22 @@ def sample_patient(rng: np.random.Generator, config: PhantomConfig) -> Patient:
 
     # heart: rotated ellipse, 1/3 right of the midline, sitting on the left dome
     ctr = uni(config.ctr)
-    angle = np.radians(uni((28.0, 44.0)))
-    aspect = uni((1.15, 1.4))
+    angle = np.radians(uni((24.0, 48.0)))
+    aspect = uni((1.1, 1.5))
     hx1, hy1 = ellipse_half_extents(aspect, 1.0, angle)
     b = 0.5 * ctr * thorax_width / hx1
     a = aspect * b
     hx, hy = hx1 * b, hy1 * b
-    cu = hx / 3.0 + uni((-0.03, 0.03))
+    cu = hx / 3.0 + uni((-0.05, 0.05))
     cv = 0.5 * (dome_r + dome_l) + 0.03 - 0.55 * hy  # lower part hidden below the domes
     heart = (cu, cv, a, b, angle)
 
     ribs = (uni((-0.86, -0.78)), uni((1.30, 1.45)) + 0.05 * insp, uni((0.85, 1.15)), uni((0.36, 0.46)), uni((-0.03, 0.03)))
     clavicle = (uni((-0.62, -0.54)), uni((0.22, 0.32)), uni((-0.03, 0.03)), uni((-0.03, 0.03)))
     spine = (uni((0.085, 0.10)), rng.random())
-    breast = uni((0.04, 0.16)) if rng.random() < 0.45 else 0.0
+    breast = uni((0.04, 0.14)) if rng.random() < 0.45 else 0.0
     bubble = uni((0.5, 1.2)) if rng.random() < 0.7 else 0.0
+    fat_pad = (cu + 0.8 * hx, uni((0.05, 0.11))) if rng.random() < 0.5 else (0.0, 0.0)
     hila = ((-0.17 * h, -0.02 + 0.03 * insp), (0.17 * h, -0.08 + 0.03 * insp))
     vessels = np.concatenate([vessel_tree(rng, hila[0], -1, h), vessel_tree(rng, hila[1], 1, h)])
     texture = rng.standard_normal((24, 24)).astype(np.float32)
@@ -231,10 +237,10 @@ def sample_patient(rng: np.random.Generator, config: PhantomConfig) -> Patient:
     noise = float(np.exp(_uniform(rng, (lo, hi), var)))
     blur = uni(config.blur)
     return Patient(
-        theta=float(theta), shift=shift, zoom=zoom, habitus=h, dome=(dome_r, dome_l),
+        theta=float(theta), shift=shift, zoom=zoom, habitus=h, dome=(dome_r, dome_l) + dome_shape,
         lungs=(lung_r, lung_l), heart=heart, thorax_width=thorax_width,
         soft_tissue=uni((0.9, 1.12)), air=uni((0.62, 0.82)), ribs=ribs, clavicle=clavicle,
-        spine=spine, breast=breast, bubble=bubble, vessels=vessels, texture=texture,
+        spine=spine, breast=breast, bubble=bubble, fat_pad=fat_pad, vessels=vessels, texture=texture,
         window=window, gamma=gamma, noise=noise, blur=blur,
         noise_seed=int(rng.integers(0, 2**31 - 1)),
     )
@@ -270,7 +276,7 @@ def dome_level(u, p: Patient, side: int):
     h = p.habitus
     q = (side * u - 0.36 * h) / (0.42 * h)
     top = p.dome[0] if side < 0 else p.dome[1]
-    return top + 0.10 * q * q + 0.16 * np.maximum(q, 0.0) ** 4
+    return top + p.dome[2] * q * q + p.dome[3] * np.maximum(q, 0.0) ** 4
 
 
 def lung_distances(u, v, p: Patient, side: int):
@@ -401,10 +407,19 @@ def splat_lines(segments, n: int, p: Patient, sigma_units: float):
     return (img * np.sqrt(2.0 * np.pi) * sigma).astype(np.float32)
 
 
+@lru_cache(maxsize=32)
+def _gaussian_upsampler(m: int, n: int) -> np.ndarray:
+    """[n, m] weights spreading m noise nodes over n pixels with Gaussian bumps,
+    rows scaled so unit white noise stays unit variance."""
+    x = (np.arange(n) + 0.5) * (m / n) - 0.5
+    w = np.exp(-0.5 * ((x[:, None] - np.arange(m)[None, :]) / 0.7) ** 2)
+    return (w / np.sqrt((w * w).sum(axis=1, keepdims=True))).astype(np.float32)
+
+
 def smooth_noise(white: np.ndarray, n: int) -> np.ndarray:
-    """A low-resolution white-noise array upsampled smoothly to n x n (unit-ish std)."""
-    field = ndimage.zoom(white, n / white.shape[0], order=3, mode="mirror", grid_mode=True)
-    return field[:n, :n].astype(np.float32)
+    """A low-resolution [m, m] white-noise array upsampled smoothly to [n, n] (unit std)."""
+    w = _gaussian_upsampler(white.shape[0], n)
+    return w @ white.astype(np.float32) @ w.T
 
 
 # --------------------------------------------------------------------------- lesions
@@ -439,7 +454,8 @@ def nodule(rng, p, u, v, fields, severity, px):
     #    (   )   density ~ sqrt(1 - (r/R)^2)
     #     `-'
     """
-    count = 1 if severity > 1.5 else int(rng.choice([1, 1, 1, 2, 2, 3]))
+    count = int(rng.choice([1, 1, 1, 2, 2, 3]))
+    count = 1 if severity > 1.5 else count  # a mass comes alone
     add = np.zeros_like(u)
     support = np.zeros_like(u)
     for _ in range(count):
@@ -464,7 +480,7 @@ def consolidation(rng, p, u, v, fields, severity, px):
     white = rng.standard_normal((12, 12)).astype(np.float32)
     patch = smooth_noise(white, u.shape[0])
     r = np.hypot((u - cu) / (radius * rng.uniform(0.8, 1.2)), (v - cv) / radius)
-    level = 1.0 - r + 0.35 * patch
+    level = 1.0 - r + 0.3 * np.clip(patch, -1.0, 1.0)  # ragged edge, solid core
     opacity = smoothstep((level - 0.05) / 0.45) * fields["lung"][side]
     strength = min(1.0, 0.55 + 0.3 * severity)
     bronchi = splat_lines(_bronchi(p, side, cu, cv, radius), u.shape[0], p, 0.004)
@@ -496,13 +512,16 @@ def effusion(rng, p, u, v, fields, severity, px):
     #   |##fluid####|
     """
     side = -1 if rng.random() < 0.55 else 1
-    height = (0.07 + 0.12 * severity) * rng.uniform(0.8, 1.2)
+    height = (0.06 + 0.11 * severity) * rng.uniform(0.8, 1.2)
     cu, cv, au, av = p.lungs[0] if side < 0 else p.lungs[1]
     lateral = np.clip((side * u - 0.12 * p.habitus) / (side * cu + au - 0.12 * p.habitus), 0.0, 1.0)
     top = p.dome[0] if side < 0 else p.dome[1]
     surface = top + 0.12 - height - 0.6 * height * lateral**3  # level, rising at the wall
-    fluid = soft(v - surface, 0.025 + 0.02 * severity) * fields["lung_outer"][side]
-    return Lesion(add=0.08 * fluid, air_keep=1.0 - fluid, vessel_keep=1.0 - fluid,
+    q = np.maximum((side * u - 0.36 * p.habitus) / (0.42 * p.habitus), 0.0)
+    thick = top + p.dome[2] * q * q + p.dome[3] * q**4 - surface  # layer depth, growing laterally:
+    # cutting it below 0.07 leaves one lateral fluid pocket, no sub-pixel films or islands
+    fluid = soft(v - surface, 0.025 + 0.02 * severity) * soft(thick - 0.07, 0.03) * fields["lung_outer"][side]
+    return Lesion(add=0.04 * fluid * fields["lung"][side], air_keep=1.0 - fluid, vessel_keep=1.0 - fluid,
                   support=fluid * fields["lung"][side])
 
 
@@ -512,7 +531,7 @@ def cardiomegaly(rng, p, u, v, fields, severity, px):
     cu, cv, a, b, angle = p.heart
     hx, hy = ellipse_half_extents(a, b, angle)
     ctr0 = 2.0 * hx / p.thorax_width
-    target = ctr0 + severity * (rng.uniform(0.59, 0.67) - ctr0)
+    target = ctr0 + severity * (rng.uniform(0.57, 0.63) - ctr0)
     f = target / ctr0
     grow_x, grow_y = (f - 1.0) * hx, (f - 1.0) * hy
     heart = (cu + 0.6 * grow_x, cv - 0.6 * grow_y, a * f, b * f, angle)
@@ -531,13 +550,12 @@ def pneumothorax(rng, p, u, v, fields, severity, px):
     cu, cv, au, av = p.lungs[0] if side < 0 else p.lungs[1]
     apex, base = cv - av, p.dome[0 if side < 0 else 1]
     reach = rng.uniform(0.55, 0.9)  # how far down the rim extends
-    width = (0.04 + 0.08 * severity) * rng.uniform(0.8, 1.2)
+    width = (0.05 + 0.09 * severity) * rng.uniform(0.8, 1.2)
     profile = width * np.clip((apex + reach * (base - apex) - v) / (reach * (base - apex)), 0.0, 1.0) ** 0.6
     lung = fields["lung"][side]
     rim = soft(profile - wall, max(px, 0.006)) * lung * (profile > 0.004)
     line = np.exp(-(((wall - profile) / max(0.7 * px, 0.008)) ** 2)) * lung * (profile > 0.01)
-    collapsed = lung * (1.0 - rim)  # the collapsed lung is a little denser
-    return Lesion(add=0.25 * line - 0.3 * rim * p.air + 0.06 * collapsed, air_keep=1.0, vessel_keep=1.0 - rim,
+    return Lesion(add=0.25 * line - 0.35 * rim * p.air, air_keep=1.0, vessel_keep=1.0 - rim,
                   support=rim)
 
 
@@ -584,6 +602,9 @@ def render_patient(p: Patient, config: PhantomConfig, anomaly: str | None = None
     inner = np.maximum(np.minimum(np.minimum(wall_r, dia_r), 0.25), np.minimum(np.minimum(wall_l, dia_l), 0.25))
     texture = smooth_noise(p.texture, n)
     depth = (0.62 + 1.5 * np.clip(inner, 0.0, 0.25)) * (1.0 + 0.07 * texture)
+    if p.fat_pad[1] > 0:  # normal variant: soft-tissue triangle blunting the cardiophrenic angle
+        fu = p.fat_pad[0]
+        depth = depth * (1.0 - 0.8 * soft(p.fat_pad[1] - np.hypot(u - fu, v - dome_level(fu, p, 1)), 0.04))
     air = p.air * lung * depth * lesion.air_keep
 
     cage = np.maximum(soft(wall_r + 0.06, 0.03), soft(wall_l + 0.06, 0.03))
@@ -598,16 +619,18 @@ def render_patient(p: Patient, config: PhantomConfig, anomaly: str | None = None
     trachea = np.maximum(trachea, soft(0.022 - segment_distance(u, v, (-0.01, -0.29), (0.15 * p.habitus, -0.16)), 0.01))
 
     atten = body_outline(u, v, p) * (1.0 + 0.05 * smooth_noise(p.texture[::4, ::4], n))  # uneven soft tissue
-    atten = atten - air - 0.22 * trachea * med
+    atten = atten - air - 0.22 * trachea * med0
     atten = atten + (vessels + hila) * vessel_visible
-    bone_seen = 0.2 + 0.8 * np.minimum(lung, 1.0)  # film shoulder: bone over dense tissue fades
+    bone_seen = 0.2 + 0.8 * np.minimum(lung * lesion.air_keep, 1.0)  # film shoulder: bone over dense tissue fades
     atten = atten + (0.17 * posterior_ribs(u, v, p, cage, px) + 0.07 * anterior_ribs(u, v, p, cage, px)) * bone_seen
     atten = atten + 0.24 * clavicles(u, v, p, px) + 0.25 * humeral_heads(u, v, p)
     atten = atten + 0.15 * spine(u, v, p, px)
     if p.breast > 0:
         for s in (-1, 1):
-            d = ellipse_distance(u, v, s * 0.45 * p.habitus, 0.42, 0.36 * p.habitus, 0.3)
-            atten = atten + p.breast * soft(d, 0.03) * smoothstep((v - 0.12) / 0.35)
+            # breast shadow: fades in from above, curved lower margin, denser laterally
+            d = ellipse_distance(u, v, s * 0.5 * p.habitus, 0.36, 0.42 * p.habitus, 0.34)
+            lateral = 0.5 + 0.5 * smoothstep((s * u / p.habitus - 0.2) / 0.5)
+            atten = atten + p.breast * soft(d, 0.07) * smoothstep((v - 0.05) / 0.45) * lateral
     if p.bubble > 0:
         bubble_d = ellipse_distance(u, v, 0.40 * p.habitus, p.dome[1] + 0.12, 0.08 * p.bubble, 0.055 * p.bubble)
         atten = atten - 0.3 * soft(bubble_d, 0.015)
@@ -627,7 +650,7 @@ def render_patient(p: Patient, config: PhantomConfig, anomaly: str | None = None
         support = lesion.support
     else:
         support = np.zeros((n, n), np.float32)
-    mask = _block_mean(np.asarray(support, np.float32), ss) >= 0.5
+    mask = _block_mean(np.asarray(support, np.float32), ss) >= MASK_COVERAGE
     heart = p.heart if lesion.heart is None else lesion.heart
     info = {"ctr": 2.0 * ellipse_half_extents(*heart[2:])[0] / p.thorax_width}
     return img, mask, info
@@ -766,6 +789,7 @@ def write_phantom_dataset(out: str | Path, n_train: int = 4000, n_test: int = 10
         "anomaly_types": list(ANOMALY_TYPES),
         "abnormal_fraction": {"train": 0.0, "valid": 0.5, "test": float(abnormal_fraction)},
         "counts": {"train": n_train, "valid": n_valid, "test": n_test},
+        "n_train": n_train, "n_valid": n_valid, "n_test": n_test,
         "files": {s: dict(sorted(c.items())) for s, c in counts.items()},
         "mask_dirs": {"test": "ground_truth", "valid": "valid_ground_truth"},
         "workers": workers,

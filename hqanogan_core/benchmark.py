@@ -137,6 +137,26 @@ def write_scores_csv(path: Path, test: SplitArrays, scores: np.ndarray) -> None:
             writer.writerow([p, t, int(y), f"{s:.8g}"])
 
 
+def headline_numbers(report: dict) -> dict:
+    """Flat {name: value} of a report's key numbers, for `myst_nb.glue` in the book.
+
+    Per method: <m>_auroc, <m>_lo, <m>_hi, <m>_pixel_auroc (when present), <m>_<type>_auroc;
+    plus floor_max_type_auroc / floor_max_type_name: the best single (method, type) AUROC.
+    """
+    out = {}
+    best = (-1.0, "")
+    for name, r in report["methods"].items():
+        auroc = r["image"]["auroc"]
+        out[f"{name}_auroc"], (out[f"{name}_lo"], out[f"{name}_hi"]) = auroc["value"], auroc["ci95"]
+        if r.get("pixel_auroc") is not None:
+            out[f"{name}_pixel_auroc"] = r["pixel_auroc"]
+        for kind, t in r["per_type"].items():
+            out[f"{name}_{kind}_auroc"] = t["auroc"]["value"]
+            best = max(best, (t["auroc"]["value"], f"{name} on {kind}"))
+    out["max_type_auroc"], out["max_type_name"] = best
+    return out
+
+
 def load_scores(out_dir: str | Path, methods: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
     """Read back the per-image scores CSVs: (labels [N], anomaly types [N], {method: scores [N]})."""
     scores, labels, types = {}, None, None

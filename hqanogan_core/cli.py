@@ -2,6 +2,7 @@
 
     phantom    --out DIR [--size 64] [--n-train N] [--n-test N] [--n-valid N] [--seed S] [--severity X]
     convert    {rsna,chexpert,zhanglab,oct2017} --src DIR --out DIR [--size 256] ...
+    train-gan  --data DIR --out RUN [--preset cpu64] [--kimg K] [--resume]   (torchrun for multi-GPU)
     benchmark  --data DIR --methods a,b,c [--out DIR] [--json]
 """
 from __future__ import annotations
@@ -44,6 +45,24 @@ def cmd_convert(args) -> int:
     )
     brief = {k: v for k, v in summary.items() if k != "files"}  # the per-file map goes to convert.json only
     print(json.dumps(brief, indent=2, default=str))
+    return 0
+
+
+def cmd_train_gan(args) -> int:
+    from hqanogan_core.train.gan import train_gan
+    from hqanogan_core.train.presets import get_preset
+
+    overrides = {}
+    for field in ("kimg", "seed", "batch", "device", "amp"):
+        value = getattr(args, field)
+        if value is not None:
+            overrides["total_kimg" if field == "kimg" else field] = value
+    if args.compile:
+        overrides["compile"] = True
+    config = get_preset(args.preset, **overrides)
+    summary = train_gan(args.data, args.out, config, resume=args.resume, progress=not args.no_progress)
+    if summary:  # rank 0 only under torchrun
+        print(json.dumps({k: v for k, v in summary.items() if k != "trainer"}, indent=2, default=str))
     return 0
 
 
@@ -90,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid-fraction", type=float, default=0.1)
     p.add_argument("--overwrite", action="store_true", help="replace an existing converted dataset")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("train-gan", help="train StyleGAN2-ADA on DATA/train/good (resumable)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, sample grids")
+    p.add_argument("--preset", default="cpu64", help="cpu32, cpu64, paper256, paper512")
+    p.add_argument("--kimg", type=float, default=None, help="total training length in thousands of images")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/latest.safetensors")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default=None, help="CUDA only")
+    p.add_argument("--compile", action="store_true", help="torch.compile the main-phase nets (CUDA only)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train_gan)
 
     p = sub.add_parser("benchmark", help="fit and score methods with one harness, bootstrap CIs")
     p.add_argument("--data", required=True)

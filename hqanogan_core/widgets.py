@@ -40,7 +40,7 @@ def slider_over_views(views: list[bytes], labels: list[str], description: str = 
     stack = widgets.Stack(images, selected_index=0)
     slider = widgets.SelectionSlider(options=labels, value=labels[0], description=description,
                                      style={"description_width": "initial"},
-                                     layout=widgets.Layout(width="420px"))
+                                     layout=widgets.Layout(width="230px"))
     widgets.jslink((slider, "index"), (stack, "selected_index"))
     return widgets.VBox([slider, stack])
 

@@ -86,5 +86,5 @@ def test_presets():
     p5 = get_preset("paper512")
     assert (p5.batch, p5.channel_base) == (8, 32768) and abs(p5.gamma - 6.5536) < 1e-9
     assert get_preset("cpu64", total_kimg=3).total_kimg == 3
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="unknown preset"):
         get_preset("nope")

@@ -126,3 +126,20 @@ def test_ddp_two_gloo_processes_stay_identical(data_dir, tmp_path):
     # and training moved the weights away from the initialisation
     fresh = GanTrainer(GanTrainConfig(**TINY), torch.zeros(4, 1, 32, 32), torch.device("cpu"))
     assert not torch.equal(fresh.G.state_dict()["synthesis.blocks.0.const"], r0["G.synthesis.blocks.0.const"])
+
+
+def test_cli_train_gan_then_resume(data_dir, tmp_path, capsys):
+    from hqanogan_core.cli import main
+
+    run = tmp_path / "cli_run"
+    args = ["train-gan", "--data", str(data_dir), "--out", str(run), "--preset", "cpu32", "--batch", "4",
+            "--no-progress", "--device", "cpu"]
+    assert main(args + ["--kimg", "0.008"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["kimg"] == pytest.approx(0.008)
+    assert main(args + ["--kimg", "0.016", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out
+    assert json.loads(out[out.index("{"):])["kimg"] == pytest.approx(0.016)
+    assert main(["train-gan", "--data", str(data_dir), "--out", str(run), "--preset", "nope"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err

@@ -227,7 +227,9 @@ class AdaController:
             return
         acc = self.acc.clone()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
+            acc = acc.to(self.pipe.p.device)  # NCCL reduces CUDA tensors only
             torch.distributed.all_reduce(acc)
+            acc = acc.cpu()
         self.acc.zero_()
         if acc[1] == 0:
             return

@@ -258,19 +258,21 @@ class GanTrainer:
         else:
             loss.backward()
 
-    def _opt_step(self, opt: torch.optim.Optimizer, module: torch.nn.Module) -> None:
+    def _opt_step(self, opt: torch.optim.Optimizer, module: torch.nn.Module, scaled: bool = True) -> None:
+        """All-reduce (multi-process), nan_to_num, step. `scaled`: the loss went through the fp16 GradScaler."""
+        scaler = self.scaler if scaled else None
         params = list(module.parameters())
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         _average_([p.grad for p in params])
-        if self.scaler is not None:
-            self.scaler.unscale_(opt)
+        if scaler is not None:
+            scaler.unscale_(opt)
         for p in params:
             torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
-        if self.scaler is not None:
-            self.scaler.step(opt)
-            self.scaler.update()
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
         else:
             opt.step()
         opt.zero_grad(set_to_none=True)
@@ -307,7 +309,7 @@ class GanTrainer:
             penalty = (lengths - self.pl_mean).square()
             loss = penalty.mean() * cfg.pl_weight * cfg.pl_interval
             loss.backward()
-            self._opt_step(self.opt_G, self.G)
+            self._opt_step(self.opt_G, self.G, scaled=False)
             stats["pl"] = penalty.mean().item()
             stats["pl_mean"] = self.pl_mean.item()
         self.D.requires_grad_(True)
@@ -335,7 +337,7 @@ class GanTrainer:
             penalty = grad.square().sum(dim=[1, 2, 3])                     # [b]
             loss = penalty.mean() * (cfg.gamma / 2) * cfg.r1_interval
             loss.backward()
-            self._opt_step(self.opt_D, self.D)
+            self._opt_step(self.opt_D, self.D, scaled=False)
             stats["r1"] = penalty.mean().item()
 
         # bookkeeping: counters, EMA, w_avg sync, ADA
@@ -404,8 +406,15 @@ class GanTrainer:
             self.ada.load_state_dict({"acc": tensors["ada.acc"], **meta["ada"]})
         if self.scaler is not None and "grad_scaler" in meta:
             self.scaler.load_state_dict(meta["grad_scaler"])
-        if meta.get("world_size", 1) == self.world:  # RNG streams are per rank; only restorable 1:1
-            ckpt.set_rng_state(tensors, meta["rng"])
+        if self.world == 1 and meta.get("world_size", 1) == 1:
+            ckpt.set_rng_state(tensors, meta["rng"])  # bit-exact continuation
+        else:
+            # the checkpoint holds rank 0's RNG only: give every rank a fresh, distinct stream instead
+            # (weights, optimisers, p, counters are still restored exactly)
+            seed = (self.cfg.seed * self.world + self.rank) + 1_000_003 * self.step_idx
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
 
     def load(self, path) -> None:
         tensors, meta = ckpt.load_checkpoint(path)

@@ -55,35 +55,33 @@ def auroc(scores, labels) -> float:
     return float(u / (n_pos * n_neg))
 
 
+def _counts_by_threshold(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Cumulative (true positives, false positives) when calling score >= t abnormal, for each
+    distinct score t in decreasing order; plus those thresholds and the class sizes."""
+    scores, labels = _check(scores, labels)
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    last_of_run = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tp = np.cumsum(y)[last_of_run]
+    fp = np.cumsum(~y)[last_of_run]
+    return tp, fp, s[last_of_run], int(y.sum()), int((~y).sum())
+
+
 def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(false positive rate, true positive rate, thresholds), thresholds decreasing.
 
     One point per distinct score; the first point is (0, 0) at threshold +inf.
     An image is called abnormal when score >= threshold.
     """
-    scores, labels = _check(scores, labels)
-    order = np.argsort(-scores, kind="mergesort")
-    s, y = scores[order], labels[order]
-    last_of_run = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tp = np.cumsum(y)[last_of_run]
-    fp = np.cumsum(~y)[last_of_run]
-    tpr = np.r_[0.0, tp / y.sum()]
-    fpr = np.r_[0.0, fp / (~y).sum()]
-    thresholds = np.r_[np.inf, s[last_of_run]]
-    return fpr, tpr, thresholds
+    tp, fp, thresholds, n_pos, n_neg = _counts_by_threshold(scores, labels)
+    return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos], np.r_[np.inf, thresholds]
 
 
 def average_precision(scores, labels) -> float:
     """Average precision: sum over thresholds of (recall step) x precision (no interpolation)."""
-    scores, labels = _check(scores, labels)
-    order = np.argsort(-scores, kind="mergesort")
-    s, y = scores[order], labels[order]
-    last_of_run = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tp = np.cumsum(y)[last_of_run]
-    fp = np.cumsum(~y)[last_of_run]
+    tp, fp, _, n_pos, _ = _counts_by_threshold(scores, labels)
     precision = tp / (tp + fp)
-    recall = tp / y.sum()
-    recall_step = np.diff(np.r_[0.0, recall])
+    recall_step = np.diff(np.r_[0.0, tp / n_pos])
     return float(np.sum(recall_step * precision))
 
 

@@ -53,10 +53,11 @@ def cmd_train_gan(args) -> int:
     from hqanogan_core.train.presets import get_preset
 
     overrides = {}
-    for field in ("kimg", "seed", "batch", "device", "amp"):
+    renamed = {"kimg": "total_kimg"}
+    for field in ("kimg", "seed", "batch", "device", "amp", "snapshot_kimg"):
         value = getattr(args, field)
         if value is not None:
-            overrides["total_kimg" if field == "kimg" else field] = value
+            overrides[renamed.get(field, field)] = value
     if args.compile:
         overrides["compile"] = True
     config = get_preset(args.preset, **overrides)
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="cpu64", help="cpu32, cpu64, paper256, paper512")
     p.add_argument("--kimg", type=float, default=None, help="total training length in thousands of images")
     p.add_argument("--resume", action="store_true", help="continue from RUN/latest.safetensors")
+    p.add_argument("--snapshot-kimg", type=float, default=None, help="checkpoint + sample grid interval")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")

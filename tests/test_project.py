@@ -1,0 +1,76 @@
+"""Projector: the loss decreases and a generated image is recovered better than the w_avg start."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from hqanogan_core.nets.perceptual import LpipsNet, PerceptualConfig, PerceptualDistance
+from hqanogan_core.nets.stylegan2 import Generator
+from hqanogan_core.project import estimate_w_std, lr_schedule, project, psnr
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread (OpenMP spinning makes 2 threads far slower on a loaded machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class TinyBackbone(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, 1, 1), nn.Conv2d(8, 8, 3, 2, 1)
+
+    def forward(self, x):
+        a = torch.relu(self.c1(x))
+        return [a, torch.relu(self.c2(a))]
+
+
+@pytest.fixture(scope="module")
+def G():
+    torch.manual_seed(0)
+    G = Generator(resolution=32, z_dim=16, w_dim=16, channel_base=128, channel_max=16).eval()
+    with torch.no_grad():
+        G.mapping.w_avg.copy_(G.mapping(torch.randn(512, 16), update_w_avg=False)[:, 0].mean(0))
+    return G
+
+
+def test_lr_schedule():
+    assert lr_schedule(0.0, 0.1) == 0.0                       # warm-up starts at 0
+    assert lr_schedule(0.05, 0.1) == pytest.approx(0.1)       # full lr after 5 %
+    assert lr_schedule(0.5, 0.1) == pytest.approx(0.1)
+    assert lr_schedule(0.875, 0.1) == pytest.approx(0.05)     # half-way down the cosine ramp
+    assert lr_schedule(1.0, 0.1) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("space", ["w", "w+"])
+def test_projection_recovers_generated_image(G, space):
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        ws_true = G.mapping(torch.randn(2, 16, generator=g), update_w_avg=False)
+        target = G.synthesis(ws_true, noise_mode="const")                      # [2, 1, 32, 32]
+        start = G.synthesis(G.w_avg.expand(2, G.num_ws, -1), noise_mode="const")
+    percep = PerceptualDistance(PerceptualConfig(min_size=16, verbose=False), model=LpipsNet(TinyBackbone(), [8, 8]),
+                                backend_name="lpips-tiny")
+    params_before = [p.detach().clone() for p in G.parameters()]
+    ws, hist = project(G, target, space=space, steps=80, lr=0.1, percep=percep, w_std_samples=500)
+    assert ws.shape == (2, G.num_ws, G.w_dim) and len(hist) == 80
+    if space == "w":
+        assert torch.equal(ws[:, 0], ws[:, -1])
+    first, last = sum(h["loss"] for h in hist[:5]) / 5, sum(h["loss"] for h in hist[-5:]) / 5
+    assert last < 0.5 * first, (first, last)
+    with torch.no_grad():
+        recon = G.synthesis(ws, noise_mode="const")
+    assert (psnr(recon, target) > psnr(start, target) + 3).all()              # >= 3 dB better than w_avg
+    assert all(torch.equal(a, b) for a, b in zip(params_before, G.parameters()))  # G untouched
+    assert all(p.requires_grad for p in G.parameters())                       # and its flags restored
+
+
+def test_w_std_and_bad_space(G):
+    assert math.isfinite(estimate_w_std(G, 200)) and estimate_w_std(G, 200) > 0
+    with pytest.raises(ValueError):
+        project(G, torch.zeros(1, 1, 32, 32), space="z", steps=1, lambda_perceptual=0)

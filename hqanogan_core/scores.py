@@ -1,0 +1,186 @@
+"""HQ-AnoGAN anomaly scores: reconstruction residuals and the likelihood of W+ codes.
+
+Every term is "how badly the model of normal explains this image", higher = more anomalous:
+
+    image_residual     mean |x - G(E(x))|                      (also a per-pixel map)
+    perceptual         LPIPS-style distance(x, G(E(x)))        (also a spatial map)
+    feature_residual   mean (f(x) - f(G(E(x))))^2, f = D's features before its last layer
+                       (f-AnoGAN's izi_f term)
+    latent             sum over W+ slots of the squared Mahalanobis distance of E(x)[l]
+                       to a Gaussian fitted per slot on training normals (Ledoit-Wolf)
+    latent_l<k>        the same, slot k alone: which scale carries the anomaly
+    cycle              mean ||E(G(E(x))) - E(x)||^2 over slots
+
+The combined score standardises each term on held-out *normal* images (no abnormal label
+is used anywhere) and sums the z-scores of `DEFAULT_TERMS`. Which terms belong in the
+default is a choice the book ablates; the paper's exact formula is not known to us.
+
+The math is pure numpy functions; `HQAnoGANScorer` holds the fitted state. Scoring never
+imports training code: it receives already-loaded networks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+from sklearn.covariance import LedoitWolf
+
+DEFAULT_TERMS = ("image_residual", "perceptual", "feature_residual", "latent")
+
+
+# ----------------------------------------------------------------------------- pure math
+
+
+@dataclass
+class LatentGaussians:
+    """One Gaussian per W+ slot: means [L, D], precisions [L, D, D], Ledoit-Wolf shrinkage [L]."""
+
+    means: np.ndarray
+    precisions: np.ndarray
+    shrinkage: np.ndarray
+
+
+def fit_latent_gaussians(ws: np.ndarray) -> LatentGaussians:
+    """Fit a shrunk Gaussian to each W+ slot of normal codes ws [N, L, D]."""
+    assert ws.ndim == 3, f"expected ws [N, L, D], got {ws.shape}"
+    n, num_layers, dim = ws.shape
+    if n < 2:
+        raise ValueError(f"need at least 2 normal codes to fit a Gaussian, got {n}")
+    means = np.empty((num_layers, dim))
+    precisions = np.empty((num_layers, dim, dim))
+    shrinkage = np.empty(num_layers)
+    for layer in range(num_layers):
+        lw = LedoitWolf().fit(ws[:, layer].astype(np.float64))
+        means[layer], precisions[layer], shrinkage[layer] = lw.location_, lw.precision_, lw.shrinkage_
+    return LatentGaussians(means, precisions, shrinkage)
+
+
+def latent_mahalanobis(ws: np.ndarray, gaussians: LatentGaussians) -> np.ndarray:
+    """Squared Mahalanobis distance of each slot of ws [N, L, D] to its Gaussian -> [N, L]."""
+    assert ws.ndim == 3 and ws.shape[1:] == gaussians.means.shape, (
+        f"ws {ws.shape} does not match the fitted Gaussians {gaussians.means.shape}"
+    )
+    diff = ws.astype(np.float64) - gaussians.means[None]  # [N, L, D]
+    return np.einsum("nld,lde,nle->nl", diff, gaussians.precisions, diff)
+
+
+def fit_standardisation(terms: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+    """(mean, std) of each term on held-out normal images."""
+    stats = {}
+    for name, values in terms.items():
+        values = np.asarray(values, dtype=np.float64)
+        stats[name] = (float(values.mean()), float(values.std() + 1e-12))
+    return stats
+
+
+def standardise(terms: dict[str, np.ndarray], stats: dict[str, tuple[float, float]]) -> dict[str, np.ndarray]:
+    """z-score of every term that has statistics."""
+    return {name: (np.asarray(v, np.float64) - stats[name][0]) / stats[name][1] for name, v in terms.items() if name in stats}
+
+
+def combine(z_terms: dict[str, np.ndarray], names=DEFAULT_TERMS, weights: dict[str, float] | None = None) -> np.ndarray:
+    """Weighted sum of standardised terms (weights default to 1: no labels needed)."""
+    missing = [n for n in names if n not in z_terms]
+    if missing:
+        raise ValueError(f"cannot combine: terms {missing} were not computed (have {sorted(z_terms)})")
+    weights = weights or {}
+    return sum(weights.get(n, 1.0) * z_terms[n] for n in names)
+
+
+def residual_map(x: np.ndarray, x_rec: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """Smoothed absolute residual |x - x_rec| per pixel: [N, H, W] -> [N, H, W]."""
+    assert x.shape == x_rec.shape and x.ndim == 3, f"expected two [N, H, W] arrays, got {x.shape}, {x_rec.shape}"
+    diff = np.abs(x - x_rec)
+    if sigma <= 0:
+        return diff
+    return ndimage.gaussian_filter(diff, sigma=(0, sigma, sigma))
+
+
+# ----------------------------------------------------------------------------- the scorer
+
+
+class HQAnoGANScorer:
+    """Fitted HQ-AnoGAN scoring state around frozen networks.
+
+    G: generator with `.synthesis(ws)`; E: encoder images [N, C, H, W] in [-1, 1] -> ws [N, L, D];
+    D (optional): discriminator with `D(x, return_features=True)`; percep (optional): a
+    PerceptualDistance. Terms needing a missing network are skipped.
+
+    D is run on one image at a time: its minibatch-std layer would otherwise make an image's
+    features depend on which other images share its batch.
+    """
+
+    def __init__(self, G, E, D=None, percep=None, batch: int = 32, device: str | torch.device = "cpu",
+                 map_sigma: float = 1.0):
+        self.G, self.E, self.D, self.percep = G, E, D, percep
+        self.batch, self.device, self.map_sigma = batch, torch.device(device), map_sigma
+        self.gaussians: LatentGaussians | None = None
+        self.stats: dict[str, tuple[float, float]] | None = None
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ws [N, L, D], restored images [N, C, H, W]) for images [N, C, H, W] in [-1, 1]."""
+        assert images.ndim == 4, f"expected [N, C, H, W], got {tuple(images.shape)}"
+        ws_all, rec_all = [], []
+        for start in range(0, len(images), self.batch):
+            x = images[start : start + self.batch].to(self.device)
+            ws = self.E(x)  # [n, L, D]
+            rec_all.append(self.G.synthesis(ws, noise_mode="const").clamp(-1, 1).cpu())
+            ws_all.append(ws.cpu())
+        return torch.cat(ws_all), torch.cat(rec_all)
+
+    @torch.no_grad()
+    def terms(self, images: torch.Tensor) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Raw score terms (each [N]), the W+ codes [N, L, D] and the restorations [N, C, H, W]."""
+        ws, rec = self.encode(images)
+        x = images.cpu()
+        out = {"image_residual": (x - rec).abs().mean(dim=(1, 2, 3)).numpy()}
+        if self.percep is not None:
+            dists = [self.percep(x[i : i + self.batch].to(self.device), rec[i : i + self.batch].to(self.device)).cpu()
+                     for i in range(0, len(x), self.batch)]
+            out["perceptual"] = torch.cat(dists).numpy()
+        if self.D is not None:
+            feats = []
+            for i in range(len(x)):  # one image at a time, see the class docstring
+                pair = torch.stack([x[i], rec[i]]).to(self.device)  # [2, C, H, W]
+                f_real = self.D(pair[:1], return_features=True)[1]
+                f_rec = self.D(pair[1:], return_features=True)[1]
+                feats.append(((f_real - f_rec) ** 2).mean().item())
+            out["feature_residual"] = np.array(feats)
+        ws_np = ws.numpy()
+        if self.gaussians is not None:
+            per_layer = latent_mahalanobis(ws_np, self.gaussians)  # [N, L]
+            out["latent"] = per_layer.sum(axis=1)
+            for layer in range(per_layer.shape[1]):
+                out[f"latent_l{layer}"] = per_layer[:, layer]
+        ws_cycle, _ = self.encode(rec)
+        out["cycle"] = ((ws_cycle - ws) ** 2).mean(dim=(1, 2)).numpy()
+        return out, ws_np, rec.numpy()
+
+    def fit(self, train: torch.Tensor, held_out: torch.Tensor) -> "HQAnoGANScorer":
+        """Fit the W+ Gaussians on `train` normals and standardise every term on `held_out` normals."""
+        ws, _ = self.encode(train)
+        self.gaussians = fit_latent_gaussians(ws.numpy())
+        raw, _, _ = self.terms(held_out)
+        self.stats = fit_standardisation(raw)
+        return self
+
+    def score(self, images: torch.Tensor, names=DEFAULT_TERMS) -> dict[str, np.ndarray]:
+        """Raw terms, their z-scores (`z_<term>`) and the combined `hqanogan` score, each [N]."""
+        if self.stats is None:
+            raise RuntimeError("call fit(train, held_out) before score()")
+        raw, _, _ = self.terms(images)
+        z = standardise(raw, self.stats)
+        usable = [n for n in names if n in z]
+        out = dict(raw)
+        out.update({f"z_{k}": v for k, v in z.items()})
+        out["hqanogan"] = combine(z, usable)
+        return out
+
+    def anomaly_maps(self, images: torch.Tensor) -> np.ndarray:
+        """Smoothed |x - G(E(x))| per pixel, averaged over channels: [N, H, W]."""
+        _, rec = self.encode(images)
+        x = images.cpu().numpy().mean(axis=1)
+        return residual_map(x, rec.numpy().mean(axis=1), sigma=self.map_sigma)

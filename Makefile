@@ -8,10 +8,10 @@ STAMP := $(VENV)/.installed
 # pip repeats a harmless warning per package for this machine's local mirrors; hide only that line
 PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
 
-# widget JavaScript for the built pages, from the npm registry (exact versions: this is a build input)
-WIDGET_JS := book/_static/vendor/embed-amd.js
-HTML_MANAGER := @jupyter-widgets/html-manager@1.0.15
-REQUIREJS := requirejs@2.3.8
+# JavaScript the built pages need, from the npm registry (exact versions: a build input), served
+# by the book itself so pages work offline: the widget manager + RequireJS, and MathJax.
+VENDOR_STAMP := book/_static/vendor/.stamp
+NPM_PACKAGES := @jupyter-widgets/html-manager@1.0.15 requirejs@2.3.8 mathjax@3.2.2
 
 .PHONY: book test venv clean
 
@@ -25,15 +25,17 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (hqanogan .venv)" >/dev/null
 	touch $(STAMP)
 
-$(WIDGET_JS):
-	rm -rf _build/npm && mkdir -p _build/npm book/_static/vendor
-	cd _build/npm && npm pack --silent $(HTML_MANAGER) $(REQUIREJS) >/dev/null
+$(VENDOR_STAMP):
+	rm -rf _build/npm book/_static/vendor && mkdir -p _build/npm book/_static/vendor/mathjax
+	cd _build/npm && npm pack --silent $(NPM_PACKAGES) >/dev/null
 	cd _build/npm && for f in *.tgz; do mkdir -p "$${f%.tgz}" && tar xzf "$$f" -C "$${f%.tgz}"; done
 	cp _build/npm/jupyter-widgets-html-manager-*/package/dist/* book/_static/vendor/
 	rm -f book/_static/vendor/*.map
 	cp _build/npm/requirejs-*/package/require.js book/_static/vendor/
+	cd _build/npm/mathjax-*/package/es5 && cp -r tex-mml-chtml.js a11y adaptors input output sre ui $(abspath book/_static/vendor/mathjax)/
+	touch $@
 
-book: $(STAMP) $(WIDGET_JS)
+book: $(STAMP) $(VENDOR_STAMP)
 	@start=$$(date +%s); \
 	PATH="$(BIN):$$PATH" $(BIN)/jupyter-book build . --builder html --warningiserror --nitpick --keep-going; \
 	echo "Book build took $$(( $$(date +%s) - start )) s"

@@ -106,3 +106,128 @@ def auroc_by_type(report: dict, ax=None, reference: float | None = 0.70):
     ax.legend(fontsize=8, ncols=len(methods) + 1, loc="upper center", bbox_to_anchor=(0.5, 1.18))
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- GAN figures (StyleGAN2-ADA chapter)
+
+
+def to_unit(images) -> np.ndarray:
+    """Generator-space images (torch or numpy, [N, 1, H, W] or [N, H, W], values in [-1, 1]) -> [N, H, W] in [0, 1]."""
+    arr = images.detach().float().cpu().numpy() if hasattr(images, "detach") else np.asarray(images, dtype=np.float32)
+    if arr.ndim == 4:
+        assert arr.shape[1] == 1, f"expected one channel, got {arr.shape}"
+        arr = arr[:, 0]
+    return np.clip((arr + 1.0) / 2.0, 0.0, 1.0)
+
+
+def image_grid_tensor(images, nrow: int = 8, pad: int = 1) -> np.ndarray:
+    """Tile [N, 1, H, W] generator-space images (in [-1, 1]) into one [H', W'] array in [0, 1] (pad pixels white)."""
+    imgs = to_unit(images)
+    n, h, w = imgs.shape
+    ncol = int(np.ceil(n / nrow))
+    grid = np.ones((ncol * (h + pad) - pad, nrow * (w + pad) - pad), np.float32)
+    for i, im in enumerate(imgs):
+        r, c = divmod(i, nrow)
+        grid[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = im
+    return grid
+
+
+def grids_side_by_side(grids: dict, cell: float = 4.2, suptitle: str | None = None):
+    """Several image grids ({title: [H, W] in [0, 1]}) next to each other, same scale."""
+    fig, axes = plt.subplots(1, len(grids), figsize=(cell * len(grids), cell + 0.4), squeeze=False)
+    for ax, (title, grid) in zip(axes[0], grids.items()):
+        ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def image_table(rows, row_labels=None, col_labels=None, cell: float = 1.1, title: str | None = None):
+    """A table of grayscale images: rows is a list of lists of [H, W] arrays in [0, 1] (None = blank cell)."""
+    nrows, ncols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols + (0.6 if row_labels else 0), cell * nrows + 0.3),
+                             squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(ncols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j < len(row) and row[j] is not None:
+                ax.imshow(row[j], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if i == 0 and col_labels is not None and j < len(col_labels):
+                ax.set_title(col_labels[j], fontsize=8)
+            if j == 0 and row_labels is not None:
+                ax.set_ylabel(row_labels[i], fontsize=8, rotation=0, ha="right", va="center")
+    top = 1.0
+    if title:
+        fig.suptitle(title, fontsize=10)
+        top = 1.0 - 0.3 / fig.get_figheight()  # keep the title clear of the column labels
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, top))
+    return fig
+
+
+def style_mixing_grid(coarse_sources, fine_sources, mixed, cell: float = 1.1, title: str | None = None):
+    """Style mixing: row i takes its coarse styles from coarse_sources[i] (left column), column j its fine
+    styles from fine_sources[j] (top row); mixed[i][j] is the result. Images in generator space ([-1, 1])."""
+    top = [None] + list(to_unit(fine_sources))
+    rows = [top] + [[left] + list(to_unit(row)) for left, row in zip(to_unit(coarse_sources), mixed)]
+    fig = image_table(rows, cell=cell, title=title)
+    ax = fig.axes[0]
+    ax.text(0.5, 0.5, "coarse ↓\nfine →", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+    return fig
+
+
+def training_curves(log_lines: list[dict], title: str | None = None):
+    """StyleGAN2-ADA log (log.jsonl lines): losses, D logits, ADA p and r_t, SWD over kimg."""
+    def series(key):
+        pts = [(ln["kimg"], ln[key]) for ln in log_lines if ln.get(key) is not None]
+        return (np.array([p[0] for p in pts]), np.array([p[1] for p in pts])) if pts else (np.array([]), np.array([]))
+
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+    ax = axes[0]
+    for key, label in (("loss_G", "G: softplus(-D(G(z)))"), ("loss_D", "D: softplus(D(fake)) + softplus(-D(real))")):
+        ax.plot(*series(key), label=label, lw=1)
+    ax.set_title("losses", fontsize=10)
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    for key, label in (("D_real", "D(real), mean logit"), ("D_fake", "D(fake), mean logit")):
+        ax.plot(*series(key), label=label, lw=1)
+    ax.axhline(0, color="0.7", lw=0.8)
+    ax.set_title("discriminator outputs", fontsize=10)
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    ax.plot(*series("r_t"), label="r_t = E[sign D(real)]", lw=1, color="C2")
+    ax.plot(*series("p"), label="augmentation p", lw=1.5, color="C3")
+    ax.axhline(0.6, color="C2", lw=0.8, ls=":", label="target 0.6")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title("ADA", fontsize=10)
+    ax.legend(fontsize=7)
+    ax = axes[3]
+    x, y = series("swd")
+    ax.plot(x, y, "o-", ms=3, lw=1, color="C4")
+    ax.set_title("SWD x1e3, G_ema vs reals (lower = closer)", fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("kimg (thousands of real images shown to D)")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def demodulation_plot(scales, std_modulated, std_demodulated):
+    """Output std of a modulated conv against the style scale, with and without demodulation (log-log)."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    ax.loglog(scales, std_modulated, "o-", label="modulation only")
+    ax.loglog(scales, std_demodulated, "s-", label="modulation + demodulation")
+    ax.set_xlabel("style scale s (all styles multiplied by s)")
+    ax.set_ylabel("std of the conv output")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig

@@ -37,7 +37,7 @@ $(VENDOR_STAMP):
 
 book: $(STAMP) $(VENDOR_STAMP)
 	@start=$$(date +%s); \
-	PATH="$(BIN):$$PATH" $(BIN)/jupyter-book build . --builder html --warningiserror --nitpick --keep-going; \
+	PATH="$(BIN):$$PATH" $(BIN)/jupyter-book build . --all --builder html --warningiserror --nitpick --keep-going; \
 	echo "Book build took $$(( $$(date +%s) - start )) s"
 	@test -f _build/html/index.html
 	@echo "Book built: $(abspath _build/html/index.html)"

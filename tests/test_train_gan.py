@@ -135,7 +135,8 @@ def test_cli_train_gan_then_resume(data_dir, tmp_path, capsys):
     args = ["train-gan", "--data", str(data_dir), "--out", str(run), "--preset", "cpu32", "--batch", "4",
             "--no-progress", "--device", "cpu"]
     assert main(args + ["--kimg", "0.008"]) == 0
-    first = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    first = json.loads(out[out.index("{"):])
     assert first["kimg"] == pytest.approx(0.008)
     assert main(args + ["--kimg", "0.016", "--resume"]) == 0
     out = capsys.readouterr().out

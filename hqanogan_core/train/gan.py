@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from ..nets.augment import AdaController, AugmentPipe
 from ..nets.stylegan2 import Discriminator, Generator
+from ..fid import fid, fid_unavailable_reason
 from ..swd import swd
 from . import checkpoint as ckpt
 from .presets import ARCH_FIELDS, GanTrainConfig, discriminator_config, generator_config, get_preset
@@ -435,6 +436,15 @@ class GanTrainer:
         real = self.images[torch.randperm(len(self.images), generator=g)[:n]]
         return swd(real, self.sample(n, seed=self.cfg.seed + 11).cpu(), seed=self.cfg.seed)
 
+    def fid_now(self) -> float | None:
+        """FID on the same real/fake sets as `swd_now`, or None when no Inception weights are cached."""
+        if fid_unavailable_reason() is not None:
+            return None
+        n = min(self.cfg.swd_images, len(self.images))
+        g = torch.Generator().manual_seed(self.cfg.seed + 7)
+        real = self.images[torch.randperm(len(self.images), generator=g)[:n]]
+        return fid(real, self.sample(n, seed=self.cfg.seed + 11).cpu())
+
 
 def _plain(v):
     return v.item() if isinstance(v, torch.Tensor) else v
@@ -473,6 +483,8 @@ def train_gan(data_dir, out_dir, config: GanTrainConfig | str | None = None, res
             print(f"resumed from {latest} at {trainer.cur_nimg / 1000:.3f} kimg")
     elif resume and is_main:
         print(f"no checkpoint at {latest}; starting from scratch")
+    if is_main and cfg.swd_images > 0 and fid_unavailable_reason() is not None:
+        print(f"FID not logged: {fid_unavailable_reason()} (SWD is)")
 
     total_nimg = int(round(cfg.total_kimg * 1000))
     grid_n = 64 if cfg.resolution <= 64 else 16
@@ -505,6 +517,9 @@ def train_gan(data_dir, out_dir, config: GanTrainConfig | str | None = None, res
             if cfg.swd_images > 0 and (trainer.cur_nimg >= next_swd or done):
                 if is_main:
                     line["swd"] = trainer.swd_now()["avg"]
+                    fid_value = trainer.fid_now()  # only where Inception weights are already cached
+                    if fid_value is not None:
+                        line["fid"] = fid_value
                 next_swd = _next_multiple(trainer.cur_nimg, cfg.swd_kimg)
             line = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in line.items()}
             if is_main:

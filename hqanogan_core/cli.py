@@ -3,6 +3,7 @@
     phantom    --out DIR [--size 64] [--n-train N] [--n-test N] [--n-valid N] [--seed S] [--severity X]
     convert    {rsna,chexpert,zhanglab,oct2017} --src DIR --out DIR [--size 256] ...
     train-gan  --data DIR --out RUN [--preset cpu64] [--kimg K] [--resume]   (torchrun for multi-GPU)
+    train-encoder --run RUN --data DIR [--steps N] [--out DIR] [--resume]
     benchmark  --data DIR --methods a,b,c [--out DIR] [--json]
 """
 from __future__ import annotations
@@ -67,6 +68,30 @@ def cmd_train_gan(args) -> int:
     return 0
 
 
+def cmd_train_encoder(args) -> int:
+    from pathlib import Path
+
+    from hqanogan_core.pretrained import load_pretrained_gan, pretrained_gan_available
+    from hqanogan_core.train.encoder import EncoderTrainConfig, train_encoder
+
+    run = Path(args.run)
+    if pretrained_gan_available(run):  # a shipped folder: gan.safetensors + manifest.json
+        gan = lambda: load_pretrained_gan(run)[:2]  # noqa: E731
+    elif (run / "latest.safetensors").is_file() or run.suffix == ".safetensors":
+        gan = run  # a train-gan run folder or checkpoint
+    else:
+        raise FileNotFoundError(f"{run} holds no generator: expected gan.safetensors + manifest.json "
+                                f"(a pretrained folder) or latest.safetensors (a train-gan run)")
+    overrides = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("seed", args.seed),
+                                   ("device", args.device), ("perceptual", args.perceptual)) if v is not None}
+    config = EncoderTrainConfig(**overrides)
+    out = Path(args.out) if args.out else (run / "encoder")
+    summary = train_encoder(gan, args.data, out, config, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in summary.items() if isinstance(v, (str, int, float, dict, list))},
+                     indent=2, default=str))
+    return 0
+
+
 def cmd_benchmark(args) -> int:
     from hqanogan_core.benchmark import run_benchmark
 
@@ -125,6 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the main-phase nets (CUDA only)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train_gan)
+
+    p = sub.add_parser("train-encoder", help="train a pSp encoder into W+ of a frozen generator")
+    p.add_argument("--run", required=True, help="pretrained folder (gan.safetensors) or train-gan run")
+    p.add_argument("--data", required=True, help="MVTec-layout folder; train/good is used")
+    p.add_argument("--out", default=None, help="default: RUN/encoder")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--perceptual", choices=["auto", "lpips", "stlpips"], default=None)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train_encoder)
 
     p = sub.add_parser("benchmark", help="fit and score methods with one harness, bootstrap CIs")
     p.add_argument("--data", required=True)

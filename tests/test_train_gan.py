@@ -144,3 +144,19 @@ def test_cli_train_gan_then_resume(data_dir, tmp_path, capsys):
     assert json.loads(out[out.index("{"):])["kimg"] == pytest.approx(0.016)
     assert main(["train-gan", "--data", str(data_dir), "--out", str(run), "--preset", "nope"]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_cli_train_encoder_on_a_gan_run(data_dir, tmp_path, capsys):
+    from hqanogan_core.cli import main
+
+    cfg = GanTrainConfig(**{**TINY, "total_kimg": 0.008, "snapshot_kimg": 0.008})
+    train_gan(data_dir, tmp_path / "run", cfg, progress=False)
+    code = main(["train-encoder", "--run", str(tmp_path / "run"), "--data", str(data_dir), "--steps", "2",
+                 "--batch", "2", "--device", "cpu", "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{"):])
+    assert summary["steps"] == 2 and summary["perceptual"].startswith(("stlpips", "lpips"))
+    assert (tmp_path / "run" / "encoder" / "encoder.safetensors").exists()
+    assert main(["train-encoder", "--run", str(tmp_path), "--data", str(data_dir)]) == 2
+    assert "holds no generator" in capsys.readouterr().err

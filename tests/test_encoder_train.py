@@ -14,14 +14,6 @@ from hqanogan_core.train import checkpoint as ckpt
 from hqanogan_core.train.encoder import EncoderTrainConfig, EncoderTrainer, encoder_losses, load_encoder, train_encoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread. On a loaded 2-core machine OpenMP threads spin and a step
-    takes 30-100x longer with 2 threads than with 1."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 R = 16  # smallest size the encoder takes (c3 is 1x1): keeps CPU tests fast

@@ -6,14 +6,6 @@ from hqanogan_core.train import checkpoint as ckpt
 from hqanogan_core.train.optim import Lookahead, ranger
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread. On a loaded 2-core machine OpenMP threads spin and a step
-    takes 30-100x longer with 2 threads than with 1."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _quadratic_steps(opt, x, n):

@@ -10,13 +10,6 @@ from hqanogan_core.nets.stylegan2 import Generator
 from hqanogan_core.project import estimate_w_std, lr_schedule, project, psnr
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread (OpenMP spinning makes 2 threads far slower on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class TinyBackbone(nn.Module):

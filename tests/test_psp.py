@@ -7,14 +7,6 @@ from hqanogan_core.nets.psp import (EncoderConfig, GradualStyleEncoder, SingleWE
 from hqanogan_core.nets.stylegan2 import Generator, num_ws_for
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread. On a loaded 2-core machine OpenMP threads spin and a step
-    takes 30-100x longer with 2 threads than with 1."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("num_ws, split", [(6, (3, 3, 0)), (8, (3, 4, 1)), (10, (3, 4, 3)), (14, (3, 4, 7)),

@@ -24,11 +24,18 @@ from hqanogan_core import floors, metrics
 from hqanogan_core.data.folder import read_grayscale, read_mask, scan_split
 from hqanogan_core.data.preprocess import resize, resize_nearest
 
-# The methods the harness knows, by the name used on the command line.
+def _hqanogan(**kwargs):
+    from hqanogan_core.pipeline import HQAnoGANMethod  # torch and the networks load only when asked for
+
+    return HQAnoGANMethod(**kwargs)
+
+
+# The methods the harness knows, by the name used on the command line. Each takes `seed`.
 METHODS = {
     "mean": floors.MeanIntensity,
     "iforest": floors.PixelIsolationForest,
     "pca": floors.PCAReconstruction,
+    "hqanogan": _hqanogan,
 }
 
 
@@ -109,12 +116,14 @@ def evaluate(scores: np.ndarray, test: SplitArrays, maps: np.ndarray | None, n_b
     return result
 
 
-def run_method(name: str, train: SplitArrays, test: SplitArrays, seed: int = 0):
-    """Fit `name` on the training normals and score the test split; returns (scores, maps, timing)."""
+def run_method(name: str, train: SplitArrays, test: SplitArrays, seed: int = 0, options: dict | None = None):
+    """Fit `name` on the training normals and score the test split; returns (scores, maps, timing).
+
+    options: extra constructor arguments (e.g. {"run": ...} for hqanogan)."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
-    kwargs = {"seed": seed} if name in ("iforest", "pca") else {}
-    method = METHODS[name](**kwargs)
+    kwargs = {"seed": seed} if name in ("iforest", "pca", "hqanogan") else {}
+    method = METHODS[name](**kwargs, **(options or {}))
     tracemalloc.start()
     t0 = time.perf_counter()
     method.fit(train.images)
@@ -177,6 +186,7 @@ def run_benchmark(
     n_boot: int = 1000,
     seed: int = 0,
     log=sys.stderr,
+    method_options: dict | None = None,
 ) -> dict:
     """Fit and score every method on `data` (MVTec layout); write scores CSVs and JSON to `out`."""
     for name in methods:
@@ -199,7 +209,7 @@ def run_benchmark(
         out_dir.mkdir(parents=True, exist_ok=True)
     for name in methods:
         print(f"[benchmark] {name}: fitting on {len(train.labels)} normals ...", file=log, flush=True)
-        scores, maps, timing = run_method(name, train, test, seed=seed)
+        scores, maps, timing = run_method(name, train, test, seed=seed, options=(method_options or {}).get(name))
         result = evaluate(scores, test, maps, n_boot=n_boot, seed=seed)
         result.update(timing)
         report["methods"][name] = result

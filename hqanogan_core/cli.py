@@ -4,7 +4,8 @@
     convert    {rsna,chexpert,zhanglab,oct2017} --src DIR --out DIR [--size 256] ...
     train-gan  --data DIR --out RUN [--preset cpu64] [--kimg K] [--resume]   (torchrun for multi-GPU)
     train-encoder --run RUN --data DIR [--steps N] [--out DIR] [--resume]
-    benchmark  --data DIR --methods a,b,c [--out DIR] [--json]
+    score      --run RUN --data DIR --out SCORES.csv [--maps DIR] [--encoder ENC] [--split test]
+    benchmark  --data DIR --methods a,b,c [--out DIR] [--json] [--run RUN]   (methods: mean, iforest, pca, hqanogan)
 """
 from __future__ import annotations
 
@@ -83,7 +84,8 @@ def cmd_train_encoder(args) -> int:
         raise FileNotFoundError(f"{run} holds no generator: expected gan.safetensors + manifest.json "
                                 f"(a pretrained folder) or latest.safetensors (a train-gan run)")
     overrides = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("seed", args.seed),
-                                   ("device", args.device), ("perceptual", args.perceptual)) if v is not None}
+                                   ("device", args.device), ("perceptual", args.perceptual),
+                                   ("lr", args.lr)) if v is not None}
     config = EncoderTrainConfig(**overrides)
     out = Path(args.out) if args.out else (run / "encoder")
     summary = train_encoder(gan, args.data, out, config, resume=args.resume, progress=not args.no_progress)
@@ -92,12 +94,26 @@ def cmd_train_encoder(args) -> int:
     return 0
 
 
+def cmd_score(args) -> int:
+    from pathlib import Path
+
+    from hqanogan_core.pipeline import score_folder
+
+    summary = score_folder(args.run, args.data, args.out, maps_dir=args.maps, encoder=args.encoder,
+                           split=args.split, held_out_fraction=args.held_out, seed=args.seed, device=args.device)
+    print(f"scored {summary['n']} images of {Path(args.data) / args.split} -> {args.out}"
+          + (f" (maps in {args.maps})" if args.maps else "")
+          + (f"; AUROC {summary['auroc']:.3f}" if summary.get("auroc") is not None else ""))
+    return 0
+
+
 def cmd_benchmark(args) -> int:
     from hqanogan_core.benchmark import run_benchmark
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     report = run_benchmark(
-        args.data, methods, out=args.out, size=args.size, n_boot=args.n_boot, seed=args.seed
+        args.data, methods, out=args.out, size=args.size, n_boot=args.n_boot, seed=args.seed,
+        method_options={"hqanogan": {"run": args.run}} if args.run else None,
     )
     if args.json:
         print(json.dumps(report))
@@ -160,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--perceptual", choices=["auto", "lpips", "stlpips"], default=None)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train_encoder)
@@ -172,7 +189,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    p.add_argument("--run", default=None, help="hqanogan: encoder folder or GAN run (default data/pretrained/encoder64)")
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("score", help="HQ-AnoGAN scores (and residual maps) for one split of a folder")
+    p.add_argument("--run", default=None, help="shipped encoder folder, or a GAN folder/run (then --encoder or "
+                                               "RUN/encoder); default data/pretrained/encoder64")
+    p.add_argument("--encoder", default=None, help="encoder folder or train-encoder checkpoint")
+    p.add_argument("--data", required=True, help="MVTec-layout folder: fit on train/good, score --split")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", required=True, help="CSV: one row per image, every score term")
+    p.add_argument("--maps", default=None, help="folder for residual maps (16-bit PNG, see maps.json)")
+    p.add_argument("--held-out", type=float, default=0.1, help="fraction of train normals for standardisation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_score)
     return parser
 
 

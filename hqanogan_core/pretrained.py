@@ -33,7 +33,8 @@ HEADER_KEY = "hqanogan_pretrained"   # safetensors header metadata: {"format": F
 __all__ = [
     "FORMAT", "PretrainedFormatError", "default_gan_path", "pretrained_gan_available", "read_manifest",
     "load_pretrained_gan", "real_images_for_swd", "fake_images_for_swd", "swd_from_recipe", "manifest_facts",
-    "phantom_swd_recipe",
+    "phantom_swd_recipe", "ENCODER_FORMAT", "default_encoder_path", "pretrained_encoder_available",
+    "load_pretrained_encoder", "load_encoder", "read_encoder_manifest", "check_encoder_matches_gan",
 ]
 
 
@@ -216,3 +217,111 @@ def phantom_swd_recipe(resolution: int, n: int = 256, seed: int = 0, phantom_see
     return {"architecture": {"generator": {"resolution": resolution}},
             "swd_export": {"recipe": {"n": n, "seed": seed, "psi": 1.0, "noise_mode": "const", "batch": 64,
                                       "real": real}}}
+
+
+# ----------------------------------------------------------------------------- encoders
+
+ENCODER_FORMAT = "hqanogan-pretrained-encoder-v1"
+ENCODER_WEIGHTS_FILE = "encoder.safetensors"
+
+
+def default_encoder_path() -> Path:
+    return data_dir() / "pretrained" / "encoder64"
+
+
+def pretrained_encoder_available(path: str | Path | None = None) -> bool:
+    """True when `path` (default data/pretrained/encoder64) holds the encoder weights and its manifest."""
+    path = Path(path) if path is not None else default_encoder_path()
+    if not ((path / ENCODER_WEIGHTS_FILE).is_file() and (path / MANIFEST_FILE).is_file()):
+        return False
+    try:
+        return json.loads((path / MANIFEST_FILE).read_text()).get("format") == ENCODER_FORMAT
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _build_encoder(kind: str, enc_cfg: dict, where: Path):
+    from hqanogan_core.nets.psp import EncoderConfig, build_encoder
+
+    try:
+        cfg = dict(enc_cfg)
+        cfg["blocks"] = tuple(cfg["blocks"])
+        return build_encoder(kind, EncoderConfig(**cfg))
+    except (KeyError, TypeError, ValueError) as err:
+        raise PretrainedFormatError(f"{where}: bad encoder description ({err})") from None
+
+
+def read_encoder_manifest(path: str | Path | None = None) -> dict:
+    """The manifest of a shipped encoder folder, with its format checked."""
+    path = Path(path) if path is not None else default_encoder_path()
+    mfile = path / MANIFEST_FILE
+    if not mfile.is_file():
+        raise FileNotFoundError(f"no pretrained encoder manifest at {mfile}")
+    try:
+        manifest = json.loads(mfile.read_text())
+    except json.JSONDecodeError as err:
+        raise PretrainedFormatError(f"{mfile} is not valid JSON: {err}") from None
+    if manifest.get("format") != ENCODER_FORMAT:
+        raise PretrainedFormatError(f"{mfile} has format {manifest.get('format')!r}, expected {ENCODER_FORMAT!r}")
+    return manifest
+
+
+def check_encoder_matches_gan(path: str | Path, manifest: dict, gan_path: str | Path) -> None:
+    """Raise PretrainedFormatError unless gan_path's weights are the ones the encoder was trained for
+    (sha256 recorded in the encoder's manifest)."""
+    import hashlib
+
+    want = manifest.get("gan", {}).get("sha256")
+    wfile = Path(gan_path) / WEIGHTS_FILE
+    if want and wfile.is_file():
+        got = hashlib.sha256(wfile.read_bytes()).hexdigest()
+        if got != want:
+            raise PretrainedFormatError(f"{Path(path) / MANIFEST_FILE}: the encoder was trained for a generator "
+                                        f"with sha256 {want[:12]}..., but {wfile} has {got[:12]}...")
+
+
+def load_pretrained_encoder(path: str | Path | None = None, device="cpu"):
+    """(E, manifest) from a shipped encoder folder (default data/pretrained/encoder64).
+
+    `manifest["gan"]["path"]` names the generator folder it was trained for (relative to `path`);
+    `load_pipeline` in `hqanogan_core.pipeline` resolves it. E is float32, eval, gradients off.
+    """
+    path = Path(path) if path is not None else default_encoder_path()
+    wfile, mfile = path / ENCODER_WEIGHTS_FILE, path / MANIFEST_FILE
+    if not wfile.is_file():
+        raise FileNotFoundError(f"no pretrained encoder weights at {wfile}")
+    manifest = read_encoder_manifest(path)
+    try:
+        with safe_open(str(wfile), framework="pt") as f:
+            fmt = json.loads((f.metadata() or {}).get(HEADER_KEY, "{}")).get("format")
+    except Exception as err:
+        raise PretrainedFormatError(f"{wfile} is not a safetensors file ({type(err).__name__}: {err})") from None
+    if fmt != ENCODER_FORMAT:
+        raise PretrainedFormatError(f"{wfile} is not an hqanogan pretrained encoder (header format {fmt!r})")
+    E = _build_encoder(manifest["encoder"]["kind"], manifest["encoder"]["config"], mfile)
+    tensors = load_file(str(wfile))
+    _load_module(E, "E", tensors, wfile)
+    return E.to(device).eval().requires_grad_(False), manifest
+
+
+def load_encoder(path, device="cpu"):
+    """(E, meta) from an encoder *training* checkpoint (train-encoder's encoder.safetensors, or its folder).
+
+    Reads the safetensors header JSON and the "E." tensors only: no optimiser, nothing unpickled.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / ENCODER_WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no encoder checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("hqanogan", "{}"))
+    except Exception as err:
+        raise PretrainedFormatError(f"{path} is not a safetensors file ({type(err).__name__}: {err})") from None
+    if meta.get("kind") != "encoder":
+        raise PretrainedFormatError(f"{path} is not an encoder checkpoint (kind {meta.get('kind')!r})")
+    E = _build_encoder(meta["config"]["encoder"], meta["encoder_config"], path)
+    tensors = load_file(str(path))
+    _load_module(E, "E", tensors, path)
+    return E.to(device).eval().requires_grad_(False), meta

@@ -9,6 +9,10 @@ known W+ codes (w = mapping(z), const noise), the rest are real normal images. W
   feat        mean (f(x) - f(x_hat))^2, f = D's last features           all images  (f-AnoGAN izi_f)
   latent      mean (E(x) - w)^2                                        generated images only
 
+Learning rate 1e-3, ten times pSp's: pSp trains a 25x wider encoder for 500,000 steps; we train for
+thousands. On the shipped 64 px generator, 200 steps reached l2 0.047 at 1e-3 against 0.083 after 330
+steps at 1e-4 (same seed, batch 8).
+
 Default weights: l2 1, perceptual 0.8, w_norm 0.005 (pSp), latent 1, feat 0.1. Why feat 0.1 and not
 f-AnoGAN's kappa = 1: our D is trained to separate real from generated images, so for a *real* x the
 feature residual keeps a part no encoder can remove (the "realness" gap), and its scale is not normalised
@@ -38,6 +42,7 @@ import torch.nn.functional as F
 
 from ..nets.perceptual import PerceptualConfig, PerceptualDistance
 from ..nets.psp import EncoderConfig, build_encoder, encoder_config_for
+from ..pretrained import load_encoder  # noqa: F401  (re-exported: it used to live here)
 from . import checkpoint as ckpt
 from .optim import ranger
 
@@ -50,7 +55,7 @@ ENCODER_FORMAT = "hqanogan-encoder-checkpoint-v1"
 class EncoderTrainConfig:
     steps: int = 1000
     batch: int = 8
-    lr: float = 1e-4
+    lr: float = 1e-3                    # pSp: 1e-4 over 500k steps; see the note in the docstring
     betas: tuple[float, float] = (0.95, 0.999)
     lambda_l2: float = 1.0
     lambda_perceptual: float = 0.8
@@ -197,18 +202,6 @@ class EncoderTrainer:
         if meta.get("perceptual") != self.percep.backend_name:
             print(f"note: {path} was trained with perceptual {meta.get('perceptual')!r}, "
                   f"continuing with {self.percep.backend_name!r}")
-
-
-def load_encoder(path, device="cpu"):
-    """The encoder of an encoder checkpoint, eval mode, grads off. Returns (E, meta)."""
-    tensors, meta = ckpt.load_checkpoint(path)
-    if meta.get("kind") != "encoder":
-        raise ValueError(f"{path} is not an encoder checkpoint")
-    ec = dict(meta["encoder_config"])
-    ec["blocks"] = tuple(ec["blocks"])
-    E = build_encoder(meta["config"]["encoder"], EncoderConfig(**ec))
-    E.load_state_dict(ckpt.unprefixed("E", tensors))
-    return E.to(device).eval().requires_grad_(False), meta
 
 
 def _resolve_gan(gan):

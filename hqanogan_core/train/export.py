@@ -28,6 +28,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save as st_save
 
@@ -42,7 +43,7 @@ SIZE_LIMIT_BYTES = 10_000_000   # "10 MB": the whole shipped folder (weights, ma
 SWD_N = 256                     # as many images as the training loop's SWD (swd_images default)
 SWD_SEED = 0
 
-__all__ = ["export_gan", "SIZE_LIMIT_BYTES", "training_time", "code_revision", "main"]
+__all__ = ["export_gan", "export_encoder", "SIZE_LIMIT_BYTES", "training_time", "code_revision", "main"]
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -278,13 +279,129 @@ def export_gan(run_dir, out_dir, command: str, note: str = "", *, data_dir=None,
     return manifest
 
 
+# ----------------------------------------------------------------------------- encoder export
+
+
+def _encoder_log_seconds(lines: list[dict]) -> float:
+    """Seconds inside `EncoderTrainer.step()`: sum over log lines of s_per_step x steps since the last line."""
+    total, prev = 0.0, 0
+    for line in lines:
+        step, sps = line.get("step"), line.get("s_per_step")
+        if step is None:
+            continue
+        if sps is not None and step > prev:
+            total += sps * (step - prev)
+        prev = step
+    return total
+
+
+def _relative(path: Path, start: Path) -> str:
+    return os.path.relpath(Path(path).resolve(), Path(start).resolve())
+
+
+def export_encoder(run_dir, out_dir, gan_dir, command: str, note: str = "", *, data_dir=None, n_recon: int = 64,
+                   size_limit: int = SIZE_LIMIT_BYTES) -> dict:
+    """Write a shipped encoder folder from a train-encoder output folder; returns the manifest.
+
+        encoder.safetensors  the encoder's weights and buffers only ("E." keys), float32
+        manifest.json        format, command, configs, perceptual backend, the generator it belongs to
+                             (relative path + sha256), training steps and seconds, code revision, and the
+                             reconstruction quality on the first `n_recon` test normals of `data_dir`
+        log.jsonl            the training log
+        recon.png            the last reconstruction grid written during training
+
+    `hqanogan_core.pretrained.load_pretrained_encoder(out_dir)` loads it back; `load_pipeline(out_dir)`
+    loads it together with its generator.
+    """
+    from hqanogan_core.benchmark import load_split
+    from hqanogan_core.nets.perceptual import PerceptualConfig, PerceptualDistance
+    from hqanogan_core.pipeline import to_model_input
+    from hqanogan_core.recon import encode_images, reconstruction_metrics, summarise
+
+    t0 = time.time()
+    run_dir, out_dir, gan_dir = Path(run_dir), Path(out_dir), Path(gan_dir)
+    latest = run_dir / "encoder.safetensors"
+    tensors, meta = ckpt.load_checkpoint(latest)
+    if meta.get("kind") != "encoder":
+        raise ValueError(f"{latest} is not an encoder checkpoint")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.float().contiguous() if v.is_floating_point() else v.contiguous()
+               for k, v in sorted(tensors.items()) if k.startswith("E.")}
+    header = {pt.HEADER_KEY: json.dumps({"format": pt.ENCODER_FORMAT})}
+    ckpt.atomic_write_bytes(out_dir / pt.ENCODER_WEIGHTS_FILE, st_save(weights, metadata=header))
+    copied = {}
+    if (run_dir / "log.jsonl").exists():
+        shutil.copyfile(run_dir / "log.jsonl", out_dir / "log.jsonl")
+        copied["log.jsonl"] = "log.jsonl"
+    grids = sorted(run_dir.glob("recon_step*.png"))
+    if grids:
+        shutil.copyfile(grids[-1], out_dir / "recon.png")
+        copied["recon.png"] = grids[-1].name
+    lines = read_log(run_dir)
+    start = next((ln for ln in lines if ln.get("event") == "start"), {})
+    if data_dir is None and _data_from_command(command):
+        data_dir = _data_from_command(command)
+        if not Path(data_dir).is_absolute():
+            data_dir = REPO_ROOT / data_dir
+    gan_manifest = pt.read_manifest(gan_dir)
+    manifest = {
+        "format": pt.ENCODER_FORMAT,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "note": note,
+        "command": command,
+        "perceptual": meta.get("perceptual"),
+        "config": meta["config"],
+        "encoder": {"kind": meta["config"]["encoder"], "config": meta["encoder_config"],
+                    "n_values": sum(v.numel() for v in weights.values())},
+        "gan": {"path": _relative(gan_dir, out_dir), "sha256": _sha256(gan_dir / pt.WEIGHTS_FILE),
+                "kimg": gan_manifest["training"]["kimg"]},
+        "code": code_revision(),
+        "data": _data_section(Path(data_dir) if data_dir is not None else None),
+        "training": {"steps": meta["step"], "batch": meta["config"]["batch"],
+                     "images_seen": meta["step"] * meta["config"]["batch"],
+                     "step_seconds": round(_encoder_log_seconds(lines), 1),
+                     "step_seconds_measures": "sum over log.jsonl lines of s_per_step x steps: time inside the "
+                                              "training step only (no snapshots or checkpoint writes)",
+                     "device": start.get("device"), "torch": meta.get("torch"), "log_lines": len(lines)},
+        "files": {},
+        "copied_from_run": copied,
+    }
+    if data_dir is not None:
+        # quality as shipped: the stored weights, with the shipped generator, on held-out test normals
+        _write_encoder_manifest(out_dir, manifest)
+        from hqanogan_core.pipeline import load_pipeline
+
+        pipe = load_pipeline(out_dir)
+        test = load_split(data_dir, "test")
+        normal = np.flatnonzero(test.labels == 0)[:n_recon]
+        x = to_model_input(test.images[normal], pipe.resolution)
+        percep = PerceptualDistance(PerceptualConfig(meta["config"].get("perceptual", "auto"),
+                                                     meta["config"].get("perceptual_net", "alex"), verbose=False))
+        _, rec = encode_images(pipe.G, pipe.E, x)
+        summary = summarise(reconstruction_metrics(x, rec, percep))
+        manifest["reconstruction"] = {
+            "images": f"the first {len(normal)} normal images of test/ (sorted paths) in {manifest['data']['path']}",
+            "perceptual": percep.backend_name,
+            "mean_and_sem": {k: list(v) for k, v in summary.items()},
+        }
+    manifest["export_seconds"] = round(time.time() - t0, 1)
+    _write_encoder_manifest(out_dir, manifest)
+    if manifest["total_bytes"] > size_limit:
+        print(f"warning: {out_dir} holds {manifest['total_bytes']} bytes, over the {size_limit} byte limit",
+              file=sys.stderr)
+    return manifest
+
+
+def _write_encoder_manifest(out_dir: Path, manifest: dict) -> None:
+    _write_manifest(out_dir, manifest, names=[pt.ENCODER_WEIGHTS_FILE, "log.jsonl", "recon.png"])
+
+
 def _read_text(path: Path):
     return path.read_text().strip() if path.exists() else None
 
 
-def _write_manifest(out_dir: Path, manifest: dict) -> None:
+def _write_manifest(out_dir: Path, manifest: dict, names=(pt.WEIGHTS_FILE, "log.jsonl", "samples.png")) -> None:
     """Fill in file sizes (the manifest counts itself: iterate until its own size is stable) and write."""
-    names = [pt.WEIGHTS_FILE, "log.jsonl", "samples.png"]
     manifest["files"] = {n: {"bytes": (out_dir / n).stat().st_size, "sha256": _sha256(out_dir / n)}
                          for n in names if (out_dir / n).exists()}
     own = 0
@@ -304,14 +421,22 @@ def _write_manifest(out_dir: Path, manifest: dict) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hqanogan_core.train.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", help="run folder holding latest.safetensors and log.jsonl")
+    parser.add_argument("run", help="run folder holding latest.safetensors and log.jsonl (or, with --encoder-for, "
+                                    "a train-encoder folder holding encoder.safetensors)")
     parser.add_argument("out", help="output folder, e.g. data/pretrained/gan64")
     parser.add_argument("--command", required=True, help="the exact command that trained the run")
     parser.add_argument("--note", default="")
     parser.add_argument("--data", default=None, help="training data folder (default: --data of --command)")
     parser.add_argument("--swd-n", type=int, default=SWD_N)
     parser.add_argument("--swd-seed", type=int, default=SWD_SEED)
+    parser.add_argument("--encoder-for", default=None, metavar="GAN_DIR",
+                        help="export an encoder run instead, trained for the shipped generator in GAN_DIR")
     args = parser.parse_args(argv)
+    if args.encoder_for:
+        m = export_encoder(args.run, args.out, args.encoder_for, args.command, args.note, data_dir=args.data)
+        print(json.dumps({"out": str(args.out), "steps": m["training"]["steps"], "total_bytes": m["total_bytes"],
+                          "perceptual": m["perceptual"], "reconstruction": m.get("reconstruction")}, indent=2))
+        return 0
     m = export_gan(args.run, args.out, args.command, args.note, data_dir=args.data, swd_n=args.swd_n,
                    swd_seed=args.swd_seed)
     swd = m["swd_export"]["avg"] if m.get("swd_export") else None

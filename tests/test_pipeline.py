@@ -1,0 +1,142 @@
+"""End to end on tiny networks: export an encoder beside its generator, load the pair, score a folder
+with the CLI (CSV + maps), and run `hqanogan` through the benchmark harness."""
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hqanogan_core import pretrained as pt
+from hqanogan_core.benchmark import run_benchmark
+from hqanogan_core.cli import main
+from hqanogan_core.data.folder import read_grayscale
+from hqanogan_core.data.phantom import PhantomConfig, write_phantom_dataset
+from hqanogan_core.pipeline import MAP_SCALE, load_pipeline, split_held_out, to_model_input
+from hqanogan_core.scores import DEFAULT_TERMS
+from hqanogan_core.train import checkpoint as ckpt
+from hqanogan_core.train.encoder import EncoderTrainConfig, train_encoder
+from hqanogan_core.train.export import export_encoder, export_gan
+from hqanogan_core.train.gan import train_gan
+from hqanogan_core.train.presets import GanTrainConfig
+
+TINY_GAN = dict(resolution=32, channel_base=256, channel_max=32, z_dim=32, w_dim=32, batch=4, swd_images=8,
+                r1_interval=4, pl_interval=2, augment_p=0.0, total_kimg=0.016, log_kimg=0.008, snapshot_kimg=0.016,
+                swd_kimg=0.016)
+TINY_ENC = dict(steps=3, batch=4, width=8, blocks=(1, 1, 1, 1), log_every=1, snapshot_every=3, device="cpu")
+N_TRAIN, N_TEST = 30, 16
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipe")
+    data = root / "phantom32"
+    write_phantom_dataset(data, n_train=N_TRAIN, n_test=N_TEST, n_valid=0, seed=4, config=PhantomConfig(size=32),
+                          workers=1, progress=False)
+    train_gan(data, root / "gan_run", GanTrainConfig(**TINY_GAN), progress=False)
+    gan = root / "pretrained" / "gan32"
+    export_gan(root / "gan_run", gan, "python -m hqanogan_core train-gan ...", data_dir=data, swd_n=8)
+    train_encoder(lambda: pt.load_pretrained_gan(gan)[:2], data, root / "enc_run", EncoderTrainConfig(**TINY_ENC),
+                  progress=False)
+    enc = root / "pretrained" / "encoder32"
+    manifest = export_encoder(root / "enc_run", enc, gan, "python -m hqanogan_core train-encoder ...", note="test",
+                              data_dir=data, n_recon=6)
+    return {"root": root, "data": data, "gan": gan, "enc": enc, "enc_run": root / "enc_run", "manifest": manifest}
+
+
+def test_exported_encoder_round_trip_and_manifest(shipped):
+    pipe = load_pipeline(shipped["enc"])
+    tensors, meta = ckpt.load_checkpoint(shipped["enc_run"] / "encoder.safetensors")
+    state = pipe.E.state_dict()
+    saved = ckpt.unprefixed("E", tensors)
+    assert set(saved) == set(state) and all(torch.equal(state[k], v) for k, v in saved.items())
+    assert all(k.startswith("E.") for k in load_file(str(shipped["enc"] / "encoder.safetensors")))
+    m = shipped["manifest"]
+    assert m["format"] == pt.ENCODER_FORMAT and m["perceptual"] == meta["perceptual"]
+    assert m["perceptual"].startswith(("stlpips", "lpips"))
+    assert (shipped["enc"] / m["gan"]["path"]).resolve() == shipped["gan"].resolve()
+    assert m["training"]["steps"] == TINY_ENC["steps"]
+    rec = m["reconstruction"]["mean_and_sem"]
+    assert set(rec) == {"l1", "psnr", "ssim", "perceptual"} and all(np.isfinite(v[0]) for v in rec.values())
+    on_disk = sum(p.stat().st_size for p in shipped["enc"].iterdir())
+    assert m["total_bytes"] == on_disk
+    assert pipe.info["encoder_kind"] == "pretrained" and pipe.info["gan_kind"] == "pretrained"
+    assert not any(p.requires_grad for p in pipe.E.parameters()) and not pipe.E.training
+
+
+def test_pipeline_from_gan_plus_checkpoint_and_clear_errors(shipped, tmp_path):
+    pipe = load_pipeline(shipped["gan"], encoder=shipped["enc_run"])
+    assert pipe.info["encoder_kind"] == "train-encoder checkpoint"
+    with pytest.raises(FileNotFoundError, match="no encoder for"):
+        load_pipeline(shipped["gan"])
+    with pytest.raises(FileNotFoundError, match="holds no generator"):
+        load_pipeline(tmp_path)
+    # an encoder folder whose manifest names a generator with other weights
+    bad = tmp_path / "enc_bad"
+    shutil.copytree(shipped["enc"], bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    m["gan"]["path"] = str(shipped["gan"].resolve())
+    m["gan"]["sha256"] = "0" * 64
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(pt.PretrainedFormatError, match="trained for a generator"):
+        load_pipeline(bad)
+    (bad / "encoder.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(pt.PretrainedFormatError, match="encoder.safetensors"):
+        pt.load_pretrained_encoder(bad)
+
+
+def test_score_cli_writes_csv_and_maps(shipped, tmp_path, capsys):
+    out, maps = tmp_path / "scores.csv", tmp_path / "maps"
+    code = main(["score", "--run", str(shipped["enc"]), "--data", str(shipped["data"]), "--out", str(out),
+                 "--maps", str(maps)])
+    assert code == 0, capsys.readouterr().err
+    assert "AUROC" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == N_TEST
+    for name in ("hqanogan", "image_residual", "perceptual", "feature_residual", "latent", "latent_l0", "cycle"):
+        assert name in rows[0], name
+    for r in rows:  # the combined score is the plain sum of the standardised default terms
+        assert float(r["hqanogan"]) == pytest.approx(sum(float(r[f"z_{t}"]) for t in DEFAULT_TERMS), rel=1e-5, abs=1e-5)
+        # z-scores are standardised raw terms: same ordering as the raw values
+    raw = np.array([float(r["latent"]) for r in rows])
+    z = np.array([float(r["z_latent"]) for r in rows])
+    assert np.array_equal(np.argsort(raw), np.argsort(z))
+    pngs = sorted(p for p in maps.rglob("*.png"))
+    assert len(pngs) == N_TEST and json.loads((maps / "maps.json").read_text())["png"] == "16-bit grayscale"
+    first = read_grayscale(pngs[0]) * MAP_SCALE          # back in residual units
+    assert first.shape == (32, 32) and first.max() > 0
+    # bad input: exit code 2 and a message naming the folder
+    assert main(["score", "--run", str(shipped["enc"]), "--data", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_hqanogan_in_the_benchmark_harness(shipped, tmp_path):
+    report = run_benchmark(shipped["data"], ["mean", "hqanogan"], out=tmp_path, n_boot=50,
+                           method_options={"hqanogan": {"run": shipped["enc"]}}, log=open("/dev/null", "w"))
+    r = report["methods"]["hqanogan"]
+    assert 0 <= r["image"]["auroc"]["value"] <= 1
+    assert set(r["per_type"]) == set(report["methods"]["mean"]["per_type"])
+    assert r["pixel_auroc"] is not None
+    assert (tmp_path / "scores_hqanogan.csv").exists()
+
+
+def test_split_held_out():
+    fit, held = split_held_out(100, 0.1, seed=3)
+    assert len(held) == 10 and len(fit) == 90
+    assert set(fit).isdisjoint(held) and set(fit) | set(held) == set(range(100))
+    assert np.array_equal(held, split_held_out(100, 0.1, seed=3)[1])
+    assert not np.array_equal(held, split_held_out(100, 0.1, seed=4)[1])
+    with pytest.raises(ValueError, match="fraction"):
+        split_held_out(100, 1.5)
+    with pytest.raises(ValueError, match="at least 4"):
+        split_held_out(3, 0.5)
+
+
+def test_to_model_input():
+    imgs = np.stack([np.zeros((8, 8)), np.ones((8, 8))]).astype(np.float32)
+    x = to_model_input(imgs, 8)
+    assert x.shape == (2, 1, 8, 8) and x[0].max() == -1 and x[1].min() == 1
+    y = to_model_input(imgs, 16)
+    assert y.shape == (2, 1, 16, 16) and torch.allclose(y[1], torch.ones_like(y[1]))

@@ -134,16 +134,42 @@ def run_method(name: str, train: SplitArrays, test: SplitArrays, seed: int = 0, 
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert scores.shape == (len(test.images),), f"{name} returned scores of shape {scores.shape}"
-    timing = {"train_seconds": t1 - t0, "score_seconds": t2 - t1, "peak_traced_mb": peak / 2**20}
-    return scores, maps, timing
+    timing = {"train_seconds": t1 - t0, "score_seconds": t2 - t1, "peak_traced_mb": peak / 2**20,
+              "peak_rss_mb": _peak_rss_mb()}
+    if getattr(method, "info", None):  # where a learned method's networks came from
+        timing["info"] = method.info
+    # methods with several score terms expose them as `last` ({term: [N]}); they go into the CSV too
+    terms = {k: np.asarray(v) for k, v in (getattr(method, "last", None) or {}).items()
+             if np.ndim(v) == 1 and len(v) == len(scores)}
+    return scores, maps, timing, terms
 
 
-def write_scores_csv(path: Path, test: SplitArrays, scores: np.ndarray) -> None:
+def _peak_rss_mb() -> float | None:
+    """The process's peak resident memory so far (includes torch's allocations, which tracemalloc misses)."""
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    except (ImportError, OSError):  # pragma: no cover - not Linux
+        return None
+
+
+def write_scores_csv(path: Path, test: SplitArrays, scores: np.ndarray, terms: dict | None = None) -> None:
+    """One row per image: path, type, label, pred_score, then any extra per-image score terms."""
+    terms = {k: v for k, v in (terms or {}).items() if k != "pred_score"}
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["image", "anomaly_type", "gt_label", "pred_score"])
-        for p, t, y, s in zip(test.paths, test.types, test.labels, scores):
-            writer.writerow([p, t, int(y), f"{s:.8g}"])
+        writer.writerow(["image", "anomaly_type", "gt_label", "pred_score", *terms])
+        for i, (p, t, y, s) in enumerate(zip(test.paths, test.types, test.labels, scores)):
+            writer.writerow([p, t, int(y), f"{s:.8g}", *(f"{v[i]:.8g}" for v in terms.values())])
+
+
+def load_score_terms(out_dir: str | Path, method: str) -> dict[str, np.ndarray]:
+    """Every numeric column of scores_<method>.csv (pred_score, and per-term columns when present)."""
+    with open(Path(out_dir) / f"scores_{method}.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    skip = {"image", "anomaly_type", "gt_label"}
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k not in skip}
 
 
 def headline_numbers(report: dict) -> dict:
@@ -209,7 +235,7 @@ def run_benchmark(
         out_dir.mkdir(parents=True, exist_ok=True)
     for name in methods:
         print(f"[benchmark] {name}: fitting on {len(train.labels)} normals ...", file=log, flush=True)
-        scores, maps, timing = run_method(name, train, test, seed=seed, options=(method_options or {}).get(name))
+        scores, maps, timing, terms = run_method(name, train, test, seed=seed, options=(method_options or {}).get(name))
         result = evaluate(scores, test, maps, n_boot=n_boot, seed=seed)
         result.update(timing)
         report["methods"][name] = result
@@ -220,7 +246,7 @@ def run_benchmark(
             flush=True,
         )
         if out_dir is not None:
-            write_scores_csv(out_dir / f"scores_{name}.csv", test, scores)
+            write_scores_csv(out_dir / f"scores_{name}.csv", test, scores, terms)
     if out_dir is not None:
         (out_dir / "benchmark.json").write_text(json.dumps(report, indent=2))
     return report

@@ -140,6 +140,10 @@ class HQAnoGANMethod:
         self.scorer: HQAnoGANScorer | None = None
         self.last: dict | None = None
 
+    @property
+    def info(self) -> dict:
+        return {**self.pipe.info, "terms": list(self.terms), "held_out_fraction": self.held_out_fraction}
+
     def fit(self, images: np.ndarray) -> "HQAnoGANMethod":
         x = to_model_input(images, self.pipe.resolution)
         self.scorer = fit_scorer(self.pipe, x, self.held_out_fraction, self.seed)

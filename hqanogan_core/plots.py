@@ -231,3 +231,118 @@ def demodulation_plot(scales, std_modulated, std_demodulated):
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- encoder and score figures
+
+
+def encoder_curves(log_lines: list[dict], terms=("l2", "perceptual", "feat", "latent", "w_norm"), title=None):
+    """Encoder training log: one panel per loss term (unweighted), x = step."""
+    ticks = [ln for ln in log_lines if "step" in ln]
+    terms = [t for t in terms if any(t in ln for ln in ticks)]
+    fig, axes = plt.subplots(1, len(terms), figsize=(2.6 * len(terms), 2.6), squeeze=False)
+    for ax, term in zip(axes[0], terms):
+        pts = [(ln["step"], ln[term]) for ln in ticks if ln.get(term) is not None]
+        ax.plot(*zip(*pts), lw=1)
+        ax.set_title(term, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        if term != "w_norm":
+            ax.set_yscale("log")
+        ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def restoration_grid(images, restored, residuals, masks=None, titles=None, vmax: float | None = None,
+                     cell: float = 1.5):
+    """Three rows: input, restored normal G(E(x)), |residual| (hot colour map, shared scale); red contours
+    mark ground-truth masks on the input and residual rows. images/restored [N, H, W] in [0, 1]."""
+    images, restored, residuals = (np.asarray(a) for a in (images, restored, residuals))
+    n = len(images)
+    vmax = float(np.percentile(residuals, 99.5)) if vmax is None else vmax
+    fig, axes = plt.subplots(3, n, figsize=(cell * n + 0.8, cell * 3 + 0.3), squeeze=False)
+    for j in range(n):
+        for i, (img, cmap, hi) in enumerate(((images[j], "gray", 1), (restored[j], "gray", 1),
+                                             (residuals[j], "inferno", vmax))):
+            ax = axes[i, j]
+            ax.imshow(img, cmap=cmap, vmin=0, vmax=hi, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if masks is not None and masks[j] is not None and np.any(masks[j]) and i != 1:
+                ax.contour(masks[j].astype(float), levels=[0.5], colors=MASK_COLOR if i == 0 else "#38bdf8",
+                           linewidths=0.8)
+        if titles is not None:
+            axes[0, j].set_title(titles[j], fontsize=8)
+    for i, label in enumerate(("input", "restored", "|residual|")):
+        axes[i, 0].set_ylabel(label, fontsize=8)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def metric_bars(values: dict, metric_names, errors: dict | None = None, title=None, log_scale=(), cell=2.6):
+    """One panel per metric, one bar per entry. values: {entry: {metric: value}}; errors likewise (± bars)."""
+    names = list(values)
+    metric_names = list(metric_names)
+    fig, axes = plt.subplots(1, len(metric_names), figsize=(cell * len(metric_names), 2.2 + 0.12 * len(names)),
+                             squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, metric in zip(axes[0], metric_names):
+        v = [values[n][metric] for n in names]
+        err = [errors[n][metric] for n in names] if errors is not None else None
+        ax.barh(np.arange(len(names)), v, xerr=err, color=[colors[i % len(colors)] for i in range(len(names))],
+                capsize=2)
+        ax.set_yticks(np.arange(len(names)), names if ax is axes[0, 0] else [""] * len(names), fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(metric, fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+        if metric in log_scale:
+            ax.set_xscale("log")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def score_distributions(scores: dict, types, terms, ncols: int = 3, cell: float = 3.0):
+    """Per score term: normal vs each anomaly type as box plots (one panel per term). scores: {term: [N]}."""
+    types = np.asarray(types)
+    kinds = ["good"] + sorted(set(types) - {"good"})
+    terms = list(terms)
+    nrows = int(np.ceil(len(terms) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, cell * nrows * 0.85), squeeze=False)
+    for ax in axes.ravel()[len(terms):]:
+        ax.axis("off")
+    for ax, term in zip(axes.ravel(), terms):
+        v = np.asarray(scores[term], dtype=float)
+        data = [v[types == k] for k in kinds]
+        ax.boxplot(data, vert=False, showfliers=False, widths=0.6)
+        ax.set_yticks(np.arange(1, len(kinds) + 1), ["normal" if k == "good" else k for k in kinds], fontsize=7)
+        ax.axvline(np.median(data[0]), color="0.6", lw=0.8, ls="--")
+        ax.invert_yaxis()
+        ax.set_title(term, fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap(matrix, row_labels, col_labels, title=None, vmin=0.3, vmax=1.0, fmt="{:.2f}", cmap="RdBu_r",
+            center: float | None = 0.5):
+    """Annotated heat map (e.g. AUROC per W+ slot and anomaly type)."""
+    m = np.asarray(matrix, dtype=float)
+    fig, ax = plt.subplots(figsize=(0.55 * len(col_labels) + 2.2, 0.38 * len(row_labels) + 1.2))
+    from matplotlib.colors import TwoSlopeNorm
+
+    norm = TwoSlopeNorm(center, vmin, vmax) if center is not None else None
+    im = ax.imshow(m, cmap=cmap, norm=norm, vmin=None if norm else vmin, vmax=None if norm else vmax, aspect="auto")
+    ax.set_xticks(np.arange(len(col_labels)), col_labels, fontsize=8)
+    ax.set_yticks(np.arange(len(row_labels)), row_labels, fontsize=8)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, fmt.format(m[i, j]), ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from hqanogan_core import pretrained as pt
-from hqanogan_core.benchmark import run_benchmark
+from hqanogan_core.benchmark import load_score_terms, run_benchmark
 from hqanogan_core.cli import main
 from hqanogan_core.data.folder import read_grayscale
 from hqanogan_core.data.phantom import PhantomConfig, write_phantom_dataset
@@ -119,7 +119,11 @@ def test_hqanogan_in_the_benchmark_harness(shipped, tmp_path):
     assert 0 <= r["image"]["auroc"]["value"] <= 1
     assert set(r["per_type"]) == set(report["methods"]["mean"]["per_type"])
     assert r["pixel_auroc"] is not None
-    assert (tmp_path / "scores_hqanogan.csv").exists()
+    terms = load_score_terms(tmp_path, "hqanogan")   # every score term is kept beside pred_score
+    assert np.allclose(terms["pred_score"], terms["hqanogan"], rtol=1e-6)
+    assert {"image_residual", "latent", "z_latent", "cycle"} <= set(terms)
+    assert set(load_score_terms(tmp_path, "mean")) == {"pred_score"}
+    assert r["info"]["encoder_kind"] == "pretrained" and r["peak_rss_mb"] > 0
 
 
 def test_split_held_out():

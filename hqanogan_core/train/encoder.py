@@ -95,16 +95,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def encoder_losses(E, G, D, percep, x, ws_true=None, w_avg=None):
-    """The encoder's loss terms for one batch. x [N, C, R, R]; ws_true [M, num_ws, w_dim] for the LAST M
-    images (generated ones) or None. Returns (dict of unweighted scalar terms, x_hat)."""
+    """The encoder's loss terms for one batch (percep / D None: that term is left out).
+
+    x [N, C, R, R]; ws_true [M, num_ws, w_dim] for the LAST M images (generated ones) or None.
+    Returns (dict of unweighted scalar terms, x_hat)."""
     ws = E(x)                                                               # [N, num_ws, w_dim]
     x_hat = G.synthesis(ws, noise_mode="const")                             # [N, C, R, R]
     assert x_hat.shape == x.shape, (x_hat.shape, x.shape)
     terms = {
         "l2": F.mse_loss(x_hat, x),
-        "perceptual": percep(x_hat, x).mean(),
         "w_norm": (ws - (E.w_avg if w_avg is None else w_avg)).flatten(1).norm(dim=1).mean(),
     }
+    if percep is not None:
+        terms["perceptual"] = percep(x_hat, x).mean()
     if D is not None:
         _, f_real = D(x, return_features=True)
         _, f_fake = D(x_hat, return_features=True)
@@ -151,8 +154,9 @@ class EncoderTrainer:
     def step(self) -> dict:
         cfg = self.cfg
         x, ws_true = self._batch(self.step_idx)
-        D = self.D if cfg.lambda_feat > 0 else None
-        terms, _ = encoder_losses(self.E, self.G, D, self.percep, x, ws_true, w_avg=self.E.w_avg)
+        D = self.D if cfg.lambda_feat > 0 else None                     # a zero weight skips the term
+        percep = self.percep if cfg.lambda_perceptual > 0 else None
+        terms, _ = encoder_losses(self.E, self.G, D, percep, x, ws_true, w_avg=self.E.w_avg)
         weights = {"l2": cfg.lambda_l2, "perceptual": cfg.lambda_perceptual, "w_norm": cfg.lambda_w_norm,
                    "feat": cfg.lambda_feat, "latent": cfg.lambda_latent}
         loss = sum(weights[k] * v for k, v in terms.items())

@@ -116,8 +116,18 @@ def evaluate(scores: np.ndarray, test: SplitArrays, maps: np.ndarray | None, n_b
     return result
 
 
-def run_method(name: str, train: SplitArrays, test: SplitArrays, seed: int = 0, options: dict | None = None):
-    """Fit `name` on the training normals and score the test split; returns (scores, maps, timing).
+@dataclass
+class MethodRun:
+    scores: np.ndarray          # [N] test scores
+    maps: np.ndarray | None     # [N, H, W] anomaly maps, or None
+    timing: dict                # fit / score seconds, peak memory (and `info` for learned methods)
+    terms: dict                 # {term: [N]} extra per-image score terms (may be empty)
+    method: object              # the fitted method
+
+
+def run_method(name: str, train: SplitArrays, test: SplitArrays, seed: int = 0,
+               options: dict | None = None) -> MethodRun:
+    """Fit `name` on the training normals and score the test split.
 
     options: extra constructor arguments (e.g. {"run": ...} for hqanogan)."""
     if name not in METHODS:
@@ -141,7 +151,7 @@ def run_method(name: str, train: SplitArrays, test: SplitArrays, seed: int = 0, 
     # methods with several score terms expose them as `last` ({term: [N]}); they go into the CSV too
     terms = {k: np.asarray(v) for k, v in (getattr(method, "last", None) or {}).items()
              if np.ndim(v) == 1 and len(v) == len(scores)}
-    return scores, maps, timing, terms
+    return MethodRun(scores, maps, timing, terms, method)
 
 
 def _peak_rss_mb() -> float | None:
@@ -213,8 +223,12 @@ def run_benchmark(
     seed: int = 0,
     log=sys.stderr,
     method_options: dict | None = None,
+    fitted: dict | None = None,
 ) -> dict:
-    """Fit and score every method on `data` (MVTec layout); write scores CSVs and JSON to `out`."""
+    """Fit and score every method on `data` (MVTec layout); write scores CSVs and JSON to `out`.
+
+    method_options: {method: constructor kwargs}; fitted: a dict that receives {method: fitted object}.
+    """
     for name in methods:
         if name not in METHODS:
             raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
@@ -235,7 +249,10 @@ def run_benchmark(
         out_dir.mkdir(parents=True, exist_ok=True)
     for name in methods:
         print(f"[benchmark] {name}: fitting on {len(train.labels)} normals ...", file=log, flush=True)
-        scores, maps, timing, terms = run_method(name, train, test, seed=seed, options=(method_options or {}).get(name))
+        run = run_method(name, train, test, seed=seed, options=(method_options or {}).get(name))
+        scores, maps, timing, terms = run.scores, run.maps, run.timing, run.terms
+        if fitted is not None:  # the caller wants the fitted objects (e.g. to draw maps in the book)
+            fitted[name] = run.method
         result = evaluate(scores, test, maps, n_boot=n_boot, seed=seed)
         result.update(timing)
         report["methods"][name] = result

@@ -113,8 +113,10 @@ def test_score_cli_writes_csv_and_maps(shipped, tmp_path, capsys):
 
 
 def test_hqanogan_in_the_benchmark_harness(shipped, tmp_path):
-    report = run_benchmark(shipped["data"], ["mean", "hqanogan"], out=tmp_path, n_boot=50,
+    fitted = {}
+    report = run_benchmark(shipped["data"], ["mean", "hqanogan"], out=tmp_path, n_boot=50, fitted=fitted,
                            method_options={"hqanogan": {"run": shipped["enc"]}}, log=open("/dev/null", "w"))
+    assert fitted["hqanogan"].scorer.gaussians.means.shape == (fitted["hqanogan"].pipe.G.num_ws, 32)
     r = report["methods"]["hqanogan"]
     assert 0 <= r["image"]["auroc"]["value"] <= 1
     assert set(r["per_type"]) == set(report["methods"]["mean"]["per_type"])

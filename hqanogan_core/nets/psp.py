@@ -203,12 +203,18 @@ class GradualStyleEncoder(nn.Module):
         if cfg.zero_init_heads:
             zero_final_layers(self)
 
-    def forward(self, x):
+    def pyramid(self, x) -> dict[str, torch.Tensor]:
+        """The feature pyramid the heads read: {'p3': [N, f, R/16], 'p2': [N, f, R/8], 'p1': [N, f, R/4]}."""
         _check_input(self.cfg, x)
         c1, c2, c3 = self.trunk(x)
         p3 = self.lat3(c3)                                                             # [N, f, R/16]
         p2 = F.interpolate(p3, size=c2.shape[2:], mode="bilinear", align_corners=False) + self.lat2(c2)  # R/8
         p1 = F.interpolate(p2, size=c1.shape[2:], mode="bilinear", align_corners=False) + self.lat1(c1)  # R/4
+        return {"p3": p3, "p2": p2, "p1": p1}
+
+    def forward(self, x):
+        levels = self.pyramid(x)
+        p3, p2, p1 = levels["p3"], levels["p2"], levels["p1"]
         n_c, n_m, _ = self.split
         feats = [p3] * n_c + [p2] * n_m + [p1] * (self.num_ws - n_c - n_m)
         offsets = torch.stack([head(fm) for head, fm in zip(self.heads, feats)], dim=1)  # [N, num_ws, w_dim]

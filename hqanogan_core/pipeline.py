@@ -153,11 +153,14 @@ class HQAnoGANMethod:
         if self.scorer is None:
             raise RuntimeError("call fit() before score()")
         self.last = self.scorer.score(to_model_input(images, self.pipe.resolution), names=self.terms)
+        self._last_images = images          # anomaly_map(images) reuses these restorations
         return self.last["hqanogan"]
 
     def anomaly_map(self, images: np.ndarray) -> np.ndarray:
         """Smoothed |x - G(E(x))|, at the input's size. [N, H, W]"""
-        maps = self.scorer.anomaly_maps(to_model_input(images, self.pipe.resolution))      # [N, R, R]
+        same = getattr(self, "_last_images", None) is images
+        maps = self.scorer.anomaly_maps(to_model_input(images, self.pipe.resolution),
+                                        self.scorer.last_restored if same else None)      # [N, R, R]
         if maps.shape[1:] != images.shape[1:]:
             t = torch.from_numpy(maps)[:, None].float()
             maps = torch.nn.functional.interpolate(t, size=images.shape[1:], mode="bilinear",

@@ -101,6 +101,22 @@ def residual_map(x: np.ndarray, x_rec: np.ndarray, sigma: float = 1.0) -> np.nda
 # ----------------------------------------------------------------------------- the scorer
 
 
+@torch.no_grad()
+def discriminator_features(D, images: torch.Tensor, batch: int = 64, device="cpu") -> torch.Tensor:
+    """D's penultimate features of each image on its own. [N, C, H, W] -> [N, F] on the CPU.
+
+    With the minibatch-std group set to 1 every image is its own group, which is exactly what a
+    batch of one computes (std 0 plus the layer's epsilon), so batching changes nothing but speed.
+    """
+    saved = D.mbstd_group
+    D.mbstd_group = 1
+    try:
+        return torch.cat([D(images[i:i + batch].to(device), return_features=True)[1].cpu()
+                          for i in range(0, len(images), batch)])
+    finally:
+        D.mbstd_group = saved
+
+
 class HQAnoGANScorer:
     """Fitted HQ-AnoGAN scoring state around frozen networks.
 
@@ -108,8 +124,8 @@ class HQAnoGANScorer:
     D (optional): discriminator with `D(x, return_features=True)`; percep (optional): a
     PerceptualDistance. Terms needing a missing network are skipped.
 
-    D is run on one image at a time: its minibatch-std layer would otherwise make an image's
-    features depend on which other images share its batch.
+    D's features are computed as if for one image at a time (see `discriminator_features`): its
+    minibatch-std layer would otherwise make an image's features depend on the rest of its batch.
     """
 
     def __init__(self, G, E, D=None, percep=None, batch: int = 32, device: str | torch.device = "cpu",
@@ -117,6 +133,7 @@ class HQAnoGANScorer:
         self.G, self.E, self.D, self.percep = G, E, D, percep
         self.batch, self.device, self.map_sigma = batch, torch.device(device), map_sigma
         self.gaussians: LatentGaussians | None = None
+        self.last_restored: torch.Tensor | None = None
         self.stats: dict[str, tuple[float, float]] | None = None
 
     @torch.no_grad()
@@ -142,13 +159,9 @@ class HQAnoGANScorer:
                      for i in range(0, len(x), self.batch)]
             out["perceptual"] = torch.cat(dists).numpy()
         if self.D is not None:
-            feats = []
-            for i in range(len(x)):  # one image at a time, see the class docstring
-                pair = torch.stack([x[i], rec[i]]).to(self.device)  # [2, C, H, W]
-                f_real = self.D(pair[:1], return_features=True)[1]
-                f_rec = self.D(pair[1:], return_features=True)[1]
-                feats.append(((f_real - f_rec) ** 2).mean().item())
-            out["feature_residual"] = np.array(feats)
+            f_real = discriminator_features(self.D, x, self.batch, self.device)      # [N, F]
+            f_rec = discriminator_features(self.D, rec, self.batch, self.device)
+            out["feature_residual"] = ((f_real - f_rec) ** 2).mean(dim=1).numpy()
         ws_np = ws.numpy()
         if self.gaussians is not None:
             per_layer = latent_mahalanobis(ws_np, self.gaussians)  # [N, L]
@@ -168,10 +181,13 @@ class HQAnoGANScorer:
         return self
 
     def score(self, images: torch.Tensor, names=DEFAULT_TERMS) -> dict[str, np.ndarray]:
-        """Raw terms, their z-scores (`z_<term>`) and the combined `hqanogan` score, each [N]."""
+        """Raw terms, their z-scores (`z_<term>`) and the combined `hqanogan` score, each [N].
+
+        The restorations are kept in `last_restored` [N, C, H, W] for `anomaly_maps`."""
         if self.stats is None:
             raise RuntimeError("call fit(train, held_out) before score()")
-        raw, _, _ = self.terms(images)
+        raw, _, rec = self.terms(images)
+        self.last_restored = torch.from_numpy(rec)
         z = standardise(raw, self.stats)
         usable = [n for n in names if n in z]
         out = dict(raw)
@@ -179,8 +195,11 @@ class HQAnoGANScorer:
         out["hqanogan"] = combine(z, usable)
         return out
 
-    def anomaly_maps(self, images: torch.Tensor) -> np.ndarray:
-        """Smoothed |x - G(E(x))| per pixel, averaged over channels: [N, H, W]."""
-        _, rec = self.encode(images)
+    def anomaly_maps(self, images: torch.Tensor, restored: torch.Tensor | None = None) -> np.ndarray:
+        """Smoothed |x - G(E(x))| per pixel, averaged over channels: [N, H, W].
+
+        restored: G(E(images)) if already computed (e.g. `last_restored` after `score(images)`)."""
+        rec = restored if restored is not None else self.encode(images)[1]
+        assert rec.shape == images.shape, (rec.shape, images.shape)
         x = images.cpu().numpy().mean(axis=1)
         return residual_map(x, rec.numpy().mean(axis=1), sigma=self.map_sigma)

@@ -79,3 +79,24 @@ def test_scorer_end_to_end_on_tiny_nets():
     assert maps.shape == (6, 16, 16) and np.all(maps >= 0)
     with pytest.raises(RuntimeError, match="fit"):
         scores.HQAnoGANScorer(G, E).score(test)
+
+
+def test_discriminator_features_equal_one_image_at_a_time():
+    _, D = tiny_gan()
+    x = phantom_like(7, seed=3)
+    batched = scores.discriminator_features(D, x, batch=4)
+    one_by_one = torch.cat([D(x[i:i + 1], return_features=True)[1] for i in range(len(x))])
+    torch.testing.assert_close(batched, one_by_one, rtol=1e-5, atol=1e-6)
+    assert D.mbstd_group == 4                      # restored afterwards
+    # whereas a plain batch mixes images through minibatch-std
+    assert not torch.allclose(D(x[:4], return_features=True)[1], one_by_one[:4], atol=1e-6)
+
+
+def test_anomaly_maps_reuse_restorations():
+    G, D = tiny_gan()
+    E = build_encoder("gradual", EncoderConfig(resolution=16, num_ws=G.num_ws, w_dim=G.w_dim, width=8,
+                                               blocks=(1, 1, 1, 1)), w_avg=G.w_avg).eval()
+    scorer = scores.HQAnoGANScorer(G, E, D=D, percep=tiny_percep(), batch=8).fit(phantom_like(24), phantom_like(12, 1))
+    test = phantom_like(5, seed=2)
+    scorer.score(test)
+    np.testing.assert_allclose(scorer.anomaly_maps(test, scorer.last_restored), scorer.anomaly_maps(test), atol=1e-6)

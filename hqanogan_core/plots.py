@@ -336,7 +336,7 @@ def heatmap(matrix, row_labels, col_labels, title=None, vmin=0.3, vmax=1.0, fmt=
 
     norm = TwoSlopeNorm(center, vmin, vmax) if center is not None else None
     im = ax.imshow(m, cmap=cmap, norm=norm, vmin=None if norm else vmin, vmax=None if norm else vmax, aspect="auto")
-    ax.set_xticks(np.arange(len(col_labels)), col_labels, fontsize=8)
+    ax.set_xticks(np.arange(len(col_labels)), col_labels, fontsize=8, rotation=25, ha="right")
     ax.set_yticks(np.arange(len(row_labels)), row_labels, fontsize=8)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):

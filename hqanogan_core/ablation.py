@@ -57,14 +57,15 @@ def evaluate_encoder(G, D, E, train_images: np.ndarray, eval_split, percep, n_fi
     scorer = fit_scorer(pipe, to_model_input(train_images[pick], G.resolution), seed=seed, percep=percep)
     scores = scorer.score(to_model_input(eval_split.images, G.resolution))
     aurocs = {t: auroc(scores[t], eval_split.labels) for t in SCORE_TERMS if t in scores}
-    return {"reconstruction": recon, "auroc": aurocs}
+    return {"reconstruction": recon, "auroc": aurocs, "scores": scores["hqanogan"]}
 
 
 def run_encoder_ablation(G, D, data, out_root, steps: int, batch: int = 8, variants: dict | None = None,
                          eval_split: str = "valid", n_fit: int = 1000, seed: int = 0, percep=None,
                          progress: bool = False, log=print) -> dict:
     """Train (or load) every variant for `steps` steps and evaluate it. Returns {name: result}, where
-    result = {"reconstruction", "auroc", "train_seconds", "log", "config"}."""
+    result = {"reconstruction", "auroc", "scores" (combined, [N_eval]), "train_seconds", "log", "config",
+    "encoder"}."""
     from .nets.perceptual import PerceptualDistance
     from .train.checkpoint import read_meta
     from .train.encoder import EncoderTrainConfig, train_encoder

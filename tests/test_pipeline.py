@@ -33,7 +33,7 @@ N_TRAIN, N_TEST = 30, 16
 def shipped(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipe")
     data = root / "phantom32"
-    write_phantom_dataset(data, n_train=N_TRAIN, n_test=N_TEST, n_valid=0, seed=4, config=PhantomConfig(size=32),
+    write_phantom_dataset(data, n_train=N_TRAIN, n_test=N_TEST, n_valid=10, seed=4, config=PhantomConfig(size=32),
                           workers=1, progress=False)
     train_gan(data, root / "gan_run", GanTrainConfig(**TINY_GAN), progress=False)
     gan = root / "pretrained" / "gan32"
@@ -146,3 +146,28 @@ def test_to_model_input():
     assert x.shape == (2, 1, 8, 8) and x[0].max() == -1 and x[1].min() == 1
     y = to_model_input(imgs, 16)
     assert y.shape == (2, 1, 16, 16) and torch.allclose(y[1], torch.ones_like(y[1]))
+
+
+def test_encoder_ablation_trains_evaluates_and_caches(shipped, tmp_path):
+    from hqanogan_core.ablation import run_encoder_ablation
+
+    G, D, _ = pt.load_pretrained_gan(shipped["gan"])
+    variants = {"W+ (all losses)": {"width": 8, "blocks": (1, 1, 1, 1)},
+                "single w": {"encoder": "single", "width": 8, "blocks": (1, 1, 1, 1)}}
+    kw = dict(steps=2, batch=4, variants=variants, n_fit=20, log=lambda *a: None)
+    res = run_encoder_ablation(G, D, shipped["data"], tmp_path, **kw)
+    assert list(res) == list(variants)
+    for r in res.values():
+        assert set(r["reconstruction"]) == {"l1", "psnr", "ssim", "perceptual"}
+        assert {"image_residual", "latent", "hqanogan"} <= set(r["auroc"]) and len(r["scores"]) == 10
+        assert r["train_seconds"] > 0 and r["log"][-1]["step"] == 2
+    assert res["single w"]["encoder"].__class__.__name__ == "SingleWEncoder"
+    # a second call loads the finished runs: same weights, no new log lines
+    log_before = (tmp_path / "single_w" / "log.jsonl").read_text()
+    again = run_encoder_ablation(G, D, shipped["data"], tmp_path, **kw)
+    assert (tmp_path / "single_w" / "log.jsonl").read_text() == log_before
+    for k, v in res["single w"]["encoder"].state_dict().items():
+        assert torch.equal(v, again["single w"]["encoder"].state_dict()[k]), k
+    # a cached run longer than asked for is not this variant: it is retrained
+    short = run_encoder_ablation(G, D, shipped["data"], tmp_path, **{**kw, "steps": 1})
+    assert short["single w"]["log"][-1]["step"] == 1

@@ -1,7 +1,8 @@
 """Open every page of the built book in headless Chromium and fail on what a reader would see broken.
 
 Checks per page: HTTP 200, every <img> decoded (naturalWidth > 0), no executed cell
-shows an error or traceback, notebook pages contain at least one figure, widget views
+shows an error or traceback, Markdown tables built in cells render as tables, notebook
+pages contain at least one figure, widget views
 (when present) rendered, and sliders linked to precomputed views change them with no
 kernel running. Chromium runs with its network cut off except loopback, so a
 page that needs the internet shows up here. A full-page screenshot of each page is kept
@@ -14,6 +15,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import re
 import sys
 import threading
 from pathlib import Path
@@ -70,8 +72,15 @@ def check_page(page, url: str, is_notebook: bool) -> list[str]:
         n = page.locator(selector).count()
         if n:
             problems.append(f"{n} cell error output(s) matching {selector}")
-    if "Traceback (most recent call last)" in page.inner_text("body"):
+    body_text = page.inner_text("body")
+    if "Traceback (most recent call last)" in body_text:
         problems.append("a traceback is printed on the page")
+    # a Markdown table from a cell that was rendered as a paragraph, not a table
+    # (the delimiter row survives as "|---|", or as "|—|" after Sphinx's smart quotes)
+    unrendered = [p for p in page.locator(".cell_output p").all_inner_texts()
+                  if re.search(r"\|\s*:?(-{3,}|[\u2013\u2014]+):?\s*\|", p)]
+    if unrendered:
+        problems.append(f"{len(unrendered)} Markdown table(s) in cell outputs not rendered as tables")
     n_images = page.evaluate("() => document.querySelectorAll('.cell_output img, .cell_output svg').length")
     if is_notebook and n_images == 0:
         problems.append("notebook page shows no figure")

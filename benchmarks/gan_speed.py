@@ -87,7 +87,7 @@ def cpu_model() -> str:
 
 def make_ours(args, regularise: bool, images: torch.Tensor):
     from hqanogan_core.train.gan import GanTrainer
-    from hqanogan_core.train.presets import GanTrainConfig
+    from hqanogan_core.presets import GanTrainConfig
 
     cfg = GanTrainConfig(
         resolution=args.res, channels=1, z_dim=args.z_dim, w_dim=args.z_dim, map_layers=args.map,

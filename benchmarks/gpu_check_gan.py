@@ -38,7 +38,7 @@ OFFICIAL_V100_GPU_MEM_GB = 5.0
 # The CLI, with the paper256 preset's log tick set to 1 kimg and SWD off (see the module docstring).
 DRIVER = (
     "import sys\n"
-    "from hqanogan_core.train import presets\n"
+    "from hqanogan_core import presets\n"
     "presets.PRESETS['paper256'] = dict(presets.PRESETS['paper256'], log_kimg=1, swd_images=0)\n"
     "from hqanogan_core.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"

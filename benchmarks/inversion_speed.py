@@ -22,9 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hqanogan_core.benchmark import device_description, load_split  # noqa: E402
+from hqanogan_core.benchmark import device_description  # noqa: E402
+from hqanogan_core.data.splits import load_split, to_model_input  # noqa: E402
 from hqanogan_core.nets.perceptual import PerceptualDistance  # noqa: E402
-from hqanogan_core.pipeline import load_pipeline, to_model_input  # noqa: E402
+from hqanogan_core.pipeline import load_pipeline  # noqa: E402
 from hqanogan_core.recon import compare_inversions, summarise  # noqa: E402
 
 

@@ -10,20 +10,34 @@ split is kept for the final benchmark, so no choice here is tuned on it):
 
 Runs are cached in `out_root/<variant>` with the trainer's own resumable checkpoints: a finished variant
 loads instantly, an interrupted one continues where it stopped.
+
+Five trainings take 10-20 minutes on two CPU cores, too long for every book build. So the CLI runs them
+once and ships the numbers (not the encoders):
+
+    python -m hqanogan_core ablate-encoder --run data/pretrained/gan64 --data DIR --steps 400 \
+        --out data/pretrained/ablation_encoder64
+
+and `encoder_ablation(...)` loads `results.json` from there when its key (generator weights, data
+fingerprint, variants, steps, batch, seed, evaluation split, perceptual backend) matches the request,
+else runs `run_encoder_ablation` itself, the same function the CLI ran.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .benchmark import load_split
 from .metrics import auroc
-from .pipeline import Pipeline, fit_scorer, to_model_input
+from .data.splits import load_split, to_model_input
+from .pipeline import Pipeline, fit_scorer
+from .paths import data_dir
 from .recon import encode_images, reconstruction_metrics, summarise
 
 # name -> EncoderTrainConfig overrides; the first entry is the reference
@@ -67,7 +81,7 @@ def run_encoder_ablation(G, D, data, out_root, steps: int, batch: int = 8, varia
     result = {"reconstruction", "auroc", "scores" (combined, [N_eval]), "train_seconds", "log", "config",
     "encoder"}."""
     from .nets.perceptual import PerceptualDistance
-    from .train.checkpoint import read_meta
+    from .checkpoint import read_meta
     from .train.encoder import EncoderTrainConfig, train_encoder
 
     variants = variants if variants is not None else ENCODER_VARIANTS
@@ -103,3 +117,95 @@ def _read_log(path: Path) -> list[dict]:
 
     lines = [json.loads(s) for s in path.read_text().splitlines() if s.strip()]
     return [ln for ln in lines if "step" in ln]
+
+
+# ----------------------------------------------------------------------------- shipped results
+
+ABLATION_FORMAT = "hqanogan-encoder-ablation-v1"
+RESULTS_FILE = "results.json"
+
+
+def default_ablation_path() -> Path:
+    return data_dir() / "pretrained" / "ablation_encoder64"
+
+
+def tensor_digest(module: torch.nn.Module) -> str:
+    """sha256 over a module's state (names, shapes, bytes): which weights the results belong to."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def ablation_key(G, data, steps: int, batch: int, variants: dict, eval_split: str, n_fit: int, seed: int,
+                 perceptual: str) -> dict:
+    """Everything the ablation's numbers depend on; shipped results are used only when it matches."""
+    marker = Path(data) / "fingerprint.txt"
+    return {"generator_sha256": tensor_digest(G),
+            "data_fingerprint": marker.read_text().strip() if marker.exists() else None,
+            "variants": variants, "steps": steps, "batch": batch, "eval_split": eval_split, "n_fit": n_fit,
+            "seed": seed, "perceptual": perceptual}
+
+
+def results_to_json(results: dict) -> dict:
+    """The ablation's results without the trained encoders, arrays as lists."""
+    out = {}
+    for name, r in results.items():
+        out[name] = {"reconstruction": {k: list(v) for k, v in r["reconstruction"].items()},
+                     "auroc": r["auroc"], "scores": np.asarray(r["scores"]).tolist(),
+                     "train_seconds": r["train_seconds"], "log": r["log"], "config": r["config"]}
+    return out
+
+
+def save_ablation(path, results: dict, key: dict, command: str = "") -> Path:
+    """Write results.json (atomically) with the key, the command and the code revision."""
+    from .checkpoint import atomic_write_json
+    from .provenance import code_revision
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    doc = {"format": ABLATION_FORMAT, "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "command": command, "code": code_revision(), "key": key, "results": results_to_json(results)}
+    atomic_write_json(path / RESULTS_FILE, doc)
+    return path / RESULTS_FILE
+
+
+def load_ablation(path, key: dict, log=print) -> dict | None:
+    """Shipped results if `path/results.json` exists and its key equals `key`, else None (and why)."""
+    file = Path(path) / RESULTS_FILE
+    if not file.is_file():
+        return None
+    doc = json.loads(file.read_text())
+    if doc.get("format") != ABLATION_FORMAT:
+        log(f"[ablation] {file} has format {doc.get('format')!r}, expected {ABLATION_FORMAT!r}: recomputing")
+        return None
+    differ = sorted(k for k in set(key) | set(doc["key"]) if doc["key"].get(k) != key.get(k))
+    if differ:
+        log(f"[ablation] {file} was computed for other settings ({', '.join(differ)} differ): recomputing")
+        return None
+    log(f"[ablation] loaded {file} (command: {doc.get('command') or 'not recorded'})")
+    return doc["results"]
+
+
+def encoder_ablation(G, D, data, steps: int = 400, batch: int = 8, variants: dict | None = None,
+                     eval_split: str = "valid", n_fit: int = 1000, seed: int = 0, percep=None,
+                     shipped=None, out_root=None, log=print) -> dict:
+    """Shipped results when they match these settings, else `run_encoder_ablation` (then cached in out_root).
+
+    Returns {variant: {"reconstruction", "auroc", "scores", "train_seconds", "log", "config"}}."""
+    from .nets.perceptual import PerceptualDistance
+    from .paths import cache_dir
+
+    variants = variants if variants is not None else ENCODER_VARIANTS
+    percep = percep or PerceptualDistance()
+    key = ablation_key(G, data, steps, batch, variants, eval_split, n_fit, seed, percep.backend_name)
+    for where in ([shipped] if shipped is not None else [default_ablation_path()]) + [out_root]:
+        if where is not None and (found := load_ablation(where, key, log)) is not None:
+            return found
+    out_root = Path(out_root) if out_root is not None else cache_dir() / "ablation_encoder64"
+    results = run_encoder_ablation(G, D, data, out_root, steps=steps, batch=batch, variants=variants,
+                                   eval_split=eval_split, n_fit=n_fit, seed=seed, percep=percep, log=log)
+    save_ablation(out_root, results, key, command="encoder_ablation() (recomputed, not shipped)")
+    return results_to_json(results)

@@ -1,14 +1,27 @@
 """One harness for every method: same split, same metrics, same bootstrap.
 
-`run_benchmark(data, methods)` fits each method on `train/good`, scores `test/`, and
-returns one JSON-able dict: per method, image AUROC / AP / sensitivity at 95 %
-specificity with stratified-bootstrap 95 % CIs, AUROC per anomaly type (that type
-vs all normals), pixel AUROC where the method gives maps and masks exist, wall
-times for fitting and scoring, peak traced memory, and the device.
+`run_benchmark(data, methods)` fits each registered method (`methods.METHODS`) on `train/good`, scores
+`test/`, and returns one JSON-able dict: per method, image AUROC / AP / sensitivity at 95 % specificity
+with stratified-bootstrap 95 % CIs, AUROC per anomaly type (that type vs all normals), pixel AUROC and
+AUPRO (FPR <= 0.3) where the method gives maps and masks exist, wall times for fitting and scoring,
+peak memory, the method's `info()` and the device. The harness knows nothing about any method beyond
+the interface in `methods.base`.
+
+Expensive results can be kept: with `cache=DIR` each method's result (report entry + per-image scores)
+is written to DIR/<method>/ under a key (method, options, a digest of the scored images, a digest of the
+weights the method loaded); `reuse=[DIR, ...]` and `cache` are searched first, and a matching entry is
+loaded instead of scoring again (the report says `cached_from`; its times are those of the original run).
+The book ships AnoGAN's result this way (its per-image optimisation is minutes on a CPU).
+
+A method too slow for the whole test split (AnoGAN optimises a latent per image) declares
+`test_subset = n`: it is then scored on a seeded stratified subset with n images of each type, and the
+report says so (`n_test`, `test_subset`).
 """
 from __future__ import annotations
 
 import csv
+import hashlib
+import inspect
 import json
 import os
 import platform
@@ -20,59 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hqanogan_core import floors, metrics
-from hqanogan_core.data.folder import read_grayscale, read_mask, scan_split
-from hqanogan_core.data.preprocess import resize, resize_nearest
+from hqanogan_core import metrics
+from hqanogan_core.data.splits import SplitArrays, load_split, stratified_subset
+from hqanogan_core.methods import METHODS
+from hqanogan_core.provenance import portable_path
 
-def _hqanogan(**kwargs):
-    from hqanogan_core.pipeline import HQAnoGANMethod  # torch and the networks load only when asked for
-
-    return HQAnoGANMethod(**kwargs)
-
-
-# The methods the harness knows, by the name used on the command line. Each takes `seed`.
-METHODS = {
-    "mean": floors.MeanIntensity,
-    "iforest": floors.PixelIsolationForest,
-    "pca": floors.PCAReconstruction,
-    "hqanogan": _hqanogan,
-}
-
-
-@dataclass
-class SplitArrays:
-    images: np.ndarray  # [N, H, W] float32 in [0, 1]
-    labels: np.ndarray  # [N] int, 1 = abnormal
-    types: np.ndarray  # [N] str, "good" for normals
-    masks: np.ndarray | None  # [N, H, W] bool, None when no masks exist
-    paths: list[str]
-
-
-def load_split(root: str | Path, split: str, size: int | None = None) -> SplitArrays:
-    """All images of one split as arrays (resized to `size` if given)."""
-    samples = scan_split(root, split)
-    images, masks = [], []
-    for s in samples:
-        img = read_grayscale(s.path)  # [H, W]
-        mask = read_mask(s.mask_path, img.shape) if s.mask_path is not None else np.zeros(img.shape, bool)
-        if size is not None and img.shape != (size, size):
-            img = resize(img, size)
-            mask = resize_nearest(mask.astype(np.float32), size) > 0.5
-        images.append(img)
-        masks.append(mask)
-    shapes = {im.shape for im in images}
-    if len(shapes) != 1:
-        raise ValueError(
-            f"images under {Path(root) / split} have different sizes {sorted(shapes)}; pass size=..."
-        )
-    has_masks = any(s.mask_path is not None for s in samples)
-    return SplitArrays(
-        images=np.stack(images).astype(np.float32),
-        labels=np.array([s.gt_label for s in samples], dtype=np.int64),
-        types=np.array([s.anomaly_type for s in samples]),
-        masks=np.stack(masks) if has_masks else None,
-        paths=[str(s.path) for s in samples],
-    )
+FPR_LIMIT = 0.3          # AUPRO integrates the PRO curve up to this false-positive rate (MVTec AD)
 
 
 def device_description() -> str:
@@ -108,50 +74,65 @@ def evaluate(scores: np.ndarray, test: SplitArrays, maps: np.ndarray | None, n_b
             "auroc": {"value": value, "ci95": [lo, hi]},
             "n": int((test.types == kind).sum()),
         }
-    result["pixel_auroc"] = None
+    result["pixel_auroc"] = result["aupro"] = None
     if maps is not None and test.masks is not None:
         abnormal_with_mask = test.masks.reshape(len(test.masks), -1).any(axis=1)
         pick = normal | abnormal_with_mask
         result["pixel_auroc"] = metrics.pixel_auroc(maps[pick], test.masks[pick], seed=seed)
+        result["aupro"] = metrics.aupro(maps[pick], test.masks[pick], fpr_limit=FPR_LIMIT)
     return result
 
 
 @dataclass
 class MethodRun:
-    scores: np.ndarray          # [N] test scores
+    scores: np.ndarray          # [N] test scores (pred_score)
     maps: np.ndarray | None     # [N, H, W] anomaly maps, or None
-    timing: dict                # fit / score seconds, peak memory (and `info` for learned methods)
-    terms: dict                 # {term: [N]} extra per-image score terms (may be empty)
+    timing: dict                # fit / score seconds, peak memory, the method's info()
+    terms: dict                 # {term: [N]} the other per-image score terms (may be empty)
     method: object              # the fitted method
+    test: SplitArrays           # what was scored (the whole test split, or the method's subset)
 
 
-def run_method(name: str, train: SplitArrays, test: SplitArrays, seed: int = 0,
-               options: dict | None = None) -> MethodRun:
-    """Fit `name` on the training normals and score the test split.
-
-    options: extra constructor arguments (e.g. {"run": ...} for hqanogan)."""
+def make_method(name: str, seed: int = 0, options: dict | None = None):
+    """METHODS[name](seed=seed, **options), with a clear error for an unknown name or option."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
-    kwargs = {"seed": seed} if name in ("iforest", "pca", "hqanogan") else {}
-    method = METHODS[name](**kwargs, **(options or {}))
+    cls, options = METHODS[name], dict(options or {})
+    accepted = inspect.signature(cls).parameters
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"method {name!r} has no option(s) {unknown}; it accepts: {', '.join(accepted)}")
+    return cls(seed=seed, **options)
+
+
+def run_method(name: str, train: SplitArrays, test: SplitArrays, seed: int = 0, options: dict | None = None,
+               valid: SplitArrays | None = None) -> MethodRun:
+    """Fit `name` on the training normals and score the test split (or the method's declared subset)."""
+    method = make_method(name, seed, options)
+    subset = getattr(method, "test_subset", None)
+    if subset:
+        test = test.take(stratified_subset(test, int(subset), seed=seed))
     tracemalloc.start()
     t0 = time.perf_counter()
-    method.fit(train.images)
+    method.fit(train.images, valid=valid)
     t1 = time.perf_counter()
-    scores = np.asarray(method.score(test.images), dtype=np.float64)
+    out = method.score(test.images)
     maps = method.anomaly_map(test.images)
     t2 = time.perf_counter()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    if not isinstance(out, dict) or "pred_score" not in out:
+        raise TypeError(f"{name}.score() must return a dict with 'pred_score', got {type(out).__name__}")
+    scores = np.asarray(out["pred_score"], dtype=np.float64)
     assert scores.shape == (len(test.images),), f"{name} returned scores of shape {scores.shape}"
-    timing = {"train_seconds": t1 - t0, "score_seconds": t2 - t1, "peak_traced_mb": peak / 2**20,
-              "peak_rss_mb": _peak_rss_mb()}
-    if getattr(method, "info", None):  # where a learned method's networks came from
-        timing["info"] = method.info
-    # methods with several score terms expose them as `last` ({term: [N]}); they go into the CSV too
-    terms = {k: np.asarray(v) for k, v in (getattr(method, "last", None) or {}).items()
-             if np.ndim(v) == 1 and len(v) == len(scores)}
-    return MethodRun(scores, maps, timing, terms, method)
+    if maps is not None:
+        assert maps.shape == test.images.shape, f"{name} returned maps of shape {maps.shape}"
+    timing = {"train_seconds": t1 - t0, "score_seconds": t2 - t1,
+              "ms_per_image": 1000 * (t2 - t1) / len(test.images), "peak_traced_mb": peak / 2**20,
+              "peak_rss_mb": _peak_rss_mb(), "info": method.info()}
+    terms = {k: np.asarray(v) for k, v in out.items()
+             if k != "pred_score" and np.ndim(v) == 1 and len(v) == len(scores)}
+    return MethodRun(scores, maps, timing, terms, method, test)
 
 
 def _peak_rss_mb() -> float | None:
@@ -174,9 +155,9 @@ def write_scores_csv(path: Path, test: SplitArrays, scores: np.ndarray, terms: d
             writer.writerow([p, t, int(y), f"{s:.8g}", *(f"{v[i]:.8g}" for v in terms.values())])
 
 
-def load_score_terms(out_dir: str | Path, method: str) -> dict[str, np.ndarray]:
-    """Every numeric column of scores_<method>.csv (pred_score, and per-term columns when present)."""
-    with open(Path(out_dir) / f"scores_{method}.csv", newline="") as f:
+def load_score_terms(out_dir: str | Path, method: str | None) -> dict[str, np.ndarray]:
+    """Every numeric column of scores_<method>.csv (or scores.csv for method None)."""
+    with open(Path(out_dir) / (f"scores_{method}.csv" if method else "scores.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
     skip = {"image", "anomaly_type", "gt_label"}
     return {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k not in skip}
@@ -224,16 +205,24 @@ def run_benchmark(
     log=sys.stderr,
     method_options: dict | None = None,
     fitted: dict | None = None,
+    cache: str | Path | None = None,
+    reuse: list | None = None,
 ) -> dict:
     """Fit and score every method on `data` (MVTec layout); write scores CSVs and JSON to `out`.
 
-    method_options: {method: constructor kwargs}; fitted: a dict that receives {method: fitted object}.
+    method_options: {method: constructor options}; fitted: a dict that receives {method: MethodRun}.
+    The labelled `valid/` split, when present, is passed to `fit` (unsupervised methods ignore it).
     """
     for name in methods:
         if name not in METHODS:
             raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
+    searched = [Path(d) for d in (reuse or [])] + ([Path(cache)] if cache is not None else [])
+    unknown = sorted(set(method_options or {}) - set(methods))
+    if unknown:
+        raise ValueError(f"options given for {unknown}, which are not among the methods run ({', '.join(methods)})")
     train = load_split(data, "train", size)
     test = load_split(data, "test", size)
+    valid = load_split(data, "valid", size) if (Path(data) / "valid").is_dir() else None
     report = {
         "data": str(data),
         "device": device_description(),
@@ -242,6 +231,7 @@ def run_benchmark(
         "n_test_abnormal": int(test.labels.sum()),
         "image_size": list(test.images.shape[1:]),
         "bootstrap": {"n_boot": n_boot, "seed": seed, "kind": "stratified percentile, 95 %"},
+        "aupro_fpr_limit": FPR_LIMIT,
         "methods": {},
     }
     out_dir = Path(out) if out is not None else None
@@ -249,21 +239,117 @@ def run_benchmark(
         out_dir.mkdir(parents=True, exist_ok=True)
     for name in methods:
         print(f"[benchmark] {name}: fitting on {len(train.labels)} normals ...", file=log, flush=True)
-        run = run_method(name, train, test, seed=seed, options=(method_options or {}).get(name))
-        scores, maps, timing, terms = run.scores, run.maps, run.timing, run.terms
+        options = (method_options or {}).get(name)
+        run, result = None, None
+        if searched:
+            run, result = _cached_run(name, train, test, seed, options, valid, searched, n_boot)
+        if run is None:
+            run = run_method(name, train, test, seed=seed, options=options, valid=valid)
+            result = evaluate(run.scores, run.test, run.maps, n_boot=n_boot, seed=seed)
+            result.update(run.timing, n_test=len(run.test), test_subset=getattr(run.method, "test_subset", None))
+            if cache is not None:
+                _store_result(Path(cache) / name, result_key(name, options, run, n_boot, seed), result, run)
         if fitted is not None:  # the caller wants the fitted objects (e.g. to draw maps in the book)
-            fitted[name] = run.method
-        result = evaluate(scores, test, maps, n_boot=n_boot, seed=seed)
-        result.update(timing)
+            fitted[name] = run
         report["methods"][name] = result
         print(
             f"[benchmark] {name}: AUROC {result['image']['auroc']['value']:.3f} "
-            f"({timing['train_seconds']:.1f} s fit, {timing['score_seconds']:.1f} s score)",
+            f"({result['train_seconds']:.1f} s fit, {result['ms_per_image']:.1f} ms / image)",
             file=log,
             flush=True,
         )
         if out_dir is not None:
-            write_scores_csv(out_dir / f"scores_{name}.csv", test, scores, terms)
+            write_scores_csv(out_dir / f"scores_{name}.csv", run.test, run.scores, run.terms)
     if out_dir is not None:
         (out_dir / "benchmark.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def result_key(name: str, options: dict | None, run: MethodRun, n_boot: int, seed: int) -> dict:
+    """What a stored result depends on: method, options, bootstrap, the scored images, the weights."""
+    digest = getattr(run.method, "weights_digest", lambda: None)()
+    return {"method": name, "options": json.loads(json.dumps(options or {}, sort_keys=True, default=str)),
+            "n_boot": n_boot, "seed": seed, "weights_sha256": digest,
+            "images_sha256": hashlib.sha256(np.ascontiguousarray(run.test.images).tobytes()).hexdigest()}
+
+
+def _store_result(folder: Path, key: dict, result: dict, run: MethodRun) -> None:
+    from hqanogan_core.checkpoint import atomic_write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_scores_csv(folder / "scores.csv", run.test, run.scores, run.terms)
+    atomic_write_json(folder / "result.json", {"key": key, "result": result, "command": " ".join(sys.argv)})
+
+
+def _cached_run(name, train, test, seed, options, valid, folders, n_boot):
+    """(MethodRun, result) from the first folder holding a result with this key, else (None, None).
+
+    The method is constructed and fitted (cheap for the methods worth caching) to know its weights and to
+    be returned for figures; only the scoring of the test split is skipped."""
+    method = make_method(name, seed, options)
+    subset = getattr(method, "test_subset", None)
+    scored = test.take(stratified_subset(test, int(subset), seed=seed)) if subset else test
+    method.fit(train.images, valid=valid)
+    probe = MethodRun(np.zeros(len(scored)), None, {}, {}, method, scored)
+    key = result_key(name, options, probe, n_boot, seed)
+    for folder in folders:
+        file = Path(folder) / name / "result.json"
+        if file.is_file() and json.loads(file.read_text())["key"] == key:
+            doc = json.loads(file.read_text())
+            terms = load_score_terms(Path(folder) / name, None)
+            scores = terms.pop("pred_score")
+            print(f"[benchmark] {name}: loaded the stored result {file}", file=sys.stderr, flush=True)
+            result = dict(doc["result"], cached_from=portable_path(file))
+            return MethodRun(scores, None, {}, terms, method, scored), result
+    return None, None
+
+
+MAP_SCALE = 2.0   # maps are stored as 16-bit PNG: pixel = round(65535 * value / scale), scale in maps.json
+
+
+def write_map_png(path: Path, value: np.ndarray, scale: float = MAP_SCALE) -> None:
+    """One anomaly map [H, W] (values in [0, scale]) as a 16-bit grayscale PNG."""
+    from PIL import Image
+
+    assert value.ndim == 2, value.shape
+    u16 = np.round(np.clip(value / scale, 0, 1) * 65535).astype(np.uint16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(u16).save(path)
+
+
+def score_split(data, out_csv, method: str = "hqanogan", options: dict | None = None, maps_dir=None,
+                split: str = "test", seed: int = 0) -> dict:
+    """Fit `method` on DATA/train/good, score DATA/<split>, write one CSV row per image (and maps).
+
+    CSV columns: image, anomaly_type, gt_label, pred_score, then every other term the method returns
+    (for hqanogan: image_residual, perceptual, feature_residual, latent, latent_l<k>, cycle and z_<term>).
+    Maps (optional): MAPS/<anomaly_type>/<image name>.png, 16-bit (scale in MAPS/maps.json)."""
+    data, out_csv = Path(data), Path(out_csv)
+    model = make_method(method, seed, options)
+    train = load_split(data, "train")
+    if (train.labels != 0).any():
+        raise ValueError(f"{data / 'train'} holds abnormal images; methods fit on normals only")
+    target = load_split(data, split)
+    model.fit(train.images)
+    out = model.score(target.images)
+    scores = np.asarray(out["pred_score"], dtype=np.float64)
+    terms = {k: np.asarray(v) for k, v in out.items() if k != "pred_score" and np.ndim(v) == 1}
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    write_scores_csv(out_csv, target, scores, terms)
+    if maps_dir is not None:
+        maps = model.anomaly_map(target.images)
+        if maps is None:
+            raise ValueError(f"method {method!r} gives no anomaly maps; drop --maps")
+        maps_dir = Path(maps_dir)
+        scale = MAP_SCALE if method == "hqanogan" else float(np.max(maps)) or 1.0
+        for path, kind, m in zip(target.paths, target.types, maps):
+            write_map_png(maps_dir / str(kind) / (Path(path).stem + ".png"), m, scale)
+        (maps_dir / "maps.json").write_text(json.dumps({
+            "method": method, "what": "anomaly map per pixel, higher = more anomalous"
+            + (" (Gaussian-smoothed |x - G(E(x))|, x in [-1, 1])" if method == "hqanogan" else ""),
+            "png": "16-bit grayscale", "value": f"pixel / 65535 * {scale}",
+        }, indent=2))
+    labels = target.labels
+    summary = {"n": len(labels), "columns": ["pred_score", *terms], "info": model.info()}
+    summary["auroc"] = metrics.auroc(scores, labels) if 0 < labels.sum() < len(labels) else None
+    return summary

@@ -4,8 +4,12 @@
     convert    {rsna,chexpert,zhanglab,oct2017} --src DIR --out DIR [--size 256] ...
     train-gan  --data DIR --out RUN [--preset cpu64] [--kimg K] [--resume]   (torchrun for multi-GPU)
     train-encoder --run RUN --data DIR [--steps N] [--out DIR] [--resume]
-    score      --run RUN --data DIR --out SCORES.csv [--maps DIR] [--encoder ENC] [--split test]
-    benchmark  --data DIR --methods a,b,c [--out DIR] [--json] [--run RUN]   (methods: mean, iforest, pca, hqanogan)
+    train-baseline {ae,vae,fanogan,ganomaly} --data DIR --out RUN [--steps N] [--preset cpu|gpu] [--resume]
+    export-baseline METHOD RUN OUT --data DIR --command "..."
+    ablate-encoder --run GAN --data DIR --out DIR [--steps 400]
+    score      --data DIR --out SCORES.csv [--method hqanogan] [--run RUN] [--maps DIR] [--encoder ENC] [--split test]
+    benchmark  --data DIR --methods a,b,c [--out DIR] [--json] [--set METHOD.OPTION=VALUE ...]
+               (methods: mean, iforest, pca, ae, vae, anogan, fanogan, ganomaly, hqanogan)
 """
 from __future__ import annotations
 
@@ -52,7 +56,7 @@ def cmd_convert(args) -> int:
 
 def cmd_train_gan(args) -> int:
     from hqanogan_core.train.gan import train_gan
-    from hqanogan_core.train.presets import get_preset
+    from hqanogan_core.presets import get_preset
 
     overrides = {}
     renamed = {"kimg": "total_kimg"}
@@ -94,14 +98,83 @@ def cmd_train_encoder(args) -> int:
     return 0
 
 
+def cmd_ablate_encoder(args) -> int:
+    import shlex
+    from pathlib import Path
+
+    from hqanogan_core.ablation import ENCODER_VARIANTS, ablation_key, run_encoder_ablation, save_ablation
+    from hqanogan_core.nets.perceptual import PerceptualDistance
+    from hqanogan_core.pipeline import load_gan
+
+    G, D, _ = load_gan(Path(args.run))
+    percep = PerceptualDistance()
+    work = Path(args.work) if args.work else Path(args.out) / "runs"
+    results = run_encoder_ablation(G, D, args.data, work, steps=args.steps, batch=args.batch, n_fit=args.n_fit,
+                                   seed=args.seed, percep=percep, progress=not args.no_progress)
+    key = ablation_key(G, args.data, args.steps, args.batch, ENCODER_VARIANTS, "valid", args.n_fit,
+                       args.seed, percep.backend_name)
+    command = "python -m hqanogan_core " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    print(f"wrote {save_ablation(args.out, results, key, command)}")
+    return 0
+
+
+def cmd_train_baseline(args) -> int:
+    from hqanogan_core.train.baselines import baseline_config, train_baseline
+
+    overrides = dict(_parse_settings(args.set))
+    for name in ("steps", "batch", "seed", "device"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    config = baseline_config(args.method, args.preset, **overrides)
+    summary = train_baseline(args.method, args.data, args.out, config, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in summary.items() if k != "trainer"}, indent=2, default=str))
+    return 0
+
+
+def _parse_settings(items) -> list[tuple[str, object]]:
+    """["a=1", "b=x"] -> [("a", 1), ("b", "x")]: values parsed as JSON when they are JSON, else strings."""
+    out = []
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out.append((key.strip(), json.loads(value)))
+        except json.JSONDecodeError:
+            out.append((key.strip(), value))
+    return out
+
+
+def method_options(settings, methods) -> dict:
+    """["ae.steps=50", "hqanogan.run=DIR"] -> {"ae": {"steps": 50}, "hqanogan": {"run": "DIR"}}."""
+    options: dict[str, dict] = {}
+    for key, value in _parse_settings(settings):
+        if "." not in key:
+            raise ValueError(f"--set expects METHOD.OPTION=VALUE, got {key!r}")
+        name, option = key.split(".", 1)
+        if name not in methods:
+            raise ValueError(f"--set {key}: {name!r} is not among the methods ({', '.join(methods)})")
+        options.setdefault(name, {})[option] = value
+    return options
+
+
 def cmd_score(args) -> int:
     from pathlib import Path
 
-    from hqanogan_core.pipeline import score_folder
+    from hqanogan_core.benchmark import score_split
 
-    summary = score_folder(args.run, args.data, args.out, maps_dir=args.maps, encoder=args.encoder,
-                           split=args.split, held_out_fraction=args.held_out, seed=args.seed, device=args.device)
-    print(f"scored {summary['n']} images of {Path(args.data) / args.split} -> {args.out}"
+    options = method_options(args.set, [args.method]).get(args.method, {})
+    if args.run:
+        options["run"] = args.run
+    if args.encoder:
+        options["encoder"] = args.encoder
+    if args.held_out is not None:
+        options["held_out_fraction"] = args.held_out
+    if args.device:
+        options["device"] = args.device
+    summary = score_split(args.data, args.out, method=args.method, options=options, maps_dir=args.maps,
+                          split=args.split, seed=args.seed)
+    print(f"scored {summary['n']} images of {Path(args.data) / args.split} with {args.method} -> {args.out}"
           + (f" (maps in {args.maps})" if args.maps else "")
           + (f"; AUROC {summary['auroc']:.3f}" if summary.get("auroc") is not None else ""))
     return 0
@@ -111,16 +184,25 @@ def cmd_benchmark(args) -> int:
     from hqanogan_core.benchmark import run_benchmark
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    report = run_benchmark(
-        args.data, methods, out=args.out, size=args.size, n_boot=args.n_boot, seed=args.seed,
-        method_options={"hqanogan": {"run": args.run}} if args.run else None,
-    )
+    options = method_options(args.set, methods)
+    if args.run:
+        options.setdefault("hqanogan", {})["run"] = args.run
+    report = run_benchmark(args.data, methods, out=args.out, size=args.size, n_boot=args.n_boot, seed=args.seed,
+                           method_options=options or None, cache=args.cache)
     if args.json:
         print(json.dumps(report))
     else:
         for name, r in report["methods"].items():
             a = r["image"]["auroc"]
             print(f"{name:10s} AUROC {a['value']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]")
+    return 0
+
+
+def cmd_export_baseline(args) -> int:
+    from hqanogan_core.ship import export_baseline
+
+    m = export_baseline(args.run, args.out, args.method, data=args.data, command=args.command, note=args.note)
+    print(json.dumps({"out": args.out, "total_bytes": m["total_bytes"], "validation": m["validation"]}, indent=2))
     return 0
 
 
@@ -181,6 +263,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train_encoder)
 
+    p = sub.add_parser("train-baseline", help="train a generative baseline on DATA/train/good (resumable)")
+    p.add_argument("method", choices=["ae", "vae", "fanogan", "ganomaly"])
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="run folder: checkpoint.safetensors, log.jsonl")
+    p.add_argument("--preset", choices=["cpu", "gpu"], default="cpu", help="cpu budget, or the paper's scale")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other config field, e.g. width=32")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train_baseline)
+
+    p = sub.add_parser("ablate-encoder", help="train every encoder variant briefly, judge on valid, write results.json")
+    p.add_argument("--run", required=True, help="pretrained GAN folder or train-gan run (frozen)")
+    p.add_argument("--data", required=True, help="MVTec-layout folder with train/ and valid/")
+    p.add_argument("--out", required=True, help="folder for results.json (e.g. data/pretrained/ablation_encoder64)")
+    p.add_argument("--work", default=None, help="where the variants' checkpoints go (default OUT/runs)")
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--n-fit", type=int, default=1000, help="training normals the scorer is fitted on")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_ablate_encoder)
+
     p = sub.add_parser("benchmark", help="fit and score methods with one harness, bootstrap CIs")
     p.add_argument("--data", required=True)
     p.add_argument("--methods", default="mean,iforest,pca")
@@ -190,9 +298,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.add_argument("--run", default=None, help="hqanogan: encoder folder or GAN run (default data/pretrained/encoder64)")
+    p.add_argument("--set", action="append", metavar="METHOD.OPTION=VALUE",
+                   help="an option of one method, e.g. ae.run=RUN, fanogan.steps=200, anogan.test_subset=null")
+    p.add_argument("--cache", default=None, help="keep each method's result in CACHE/<method>/ and reuse it when "
+                                                 "method, options, images and weights match")
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("score", help="HQ-AnoGAN scores (and residual maps) for one split of a folder")
+    p = sub.add_parser("export-baseline", help="ship a train-baseline run: weights, manifest, validation AUROC")
+    p.add_argument("method", choices=["ae", "vae", "fanogan", "ganomaly"])
+    p.add_argument("run", help="train-baseline run folder")
+    p.add_argument("out", help="e.g. data/pretrained/ae")
+    p.add_argument("--data", required=True, help="the MVTec-layout folder it was trained on (valid/ is scored)")
+    p.add_argument("--command", required=True, help="the exact command that trained the run")
+    p.add_argument("--note", default="")
+    p.set_defaults(func=cmd_export_baseline)
+
+    p = sub.add_parser("score", help="one method's scores (and maps) for one split of a folder (default hqanogan)")
+    p.add_argument("--method", default="hqanogan", help="any registered method (see benchmark --methods)")
+    p.add_argument("--set", action="append", metavar="METHOD.OPTION=VALUE", help="an option of the method")
     p.add_argument("--run", default=None, help="shipped encoder folder, or a GAN folder/run (then --encoder or "
                                                "RUN/encoder); default data/pretrained/encoder64")
     p.add_argument("--encoder", default=None, help="encoder folder or train-encoder checkpoint")
@@ -200,9 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True, help="CSV: one row per image, every score term")
     p.add_argument("--maps", default=None, help="folder for residual maps (16-bit PNG, see maps.json)")
-    p.add_argument("--held-out", type=float, default=0.1, help="fraction of train normals for standardisation")
+    p.add_argument("--held-out", type=float, default=None, help="hqanogan: fraction of train normals for standardisation")
+    p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_score)
     return parser
 

@@ -346,3 +346,33 @@ def heatmap(matrix, row_labels, col_labels, title=None, vmin=0.3, vmax=1.0, fmt=
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def method_gallery(images, rows: dict, masks=None, titles=None, cell: float = 1.25):
+    """Input row, then per method a restoration row and a map row. images [N, H, W] in [0, 1];
+    rows: {method: (restored [N, H, W] in [0, 1] or None, map [N, H, W] or None)}; each map row is scaled
+    to its own 99.5th percentile (methods' maps have different units). Red contours: ground truth."""
+    images = np.asarray(images)
+    n = len(images)
+    panels = [("input", images, "gray", 1.0)]
+    for name, (restored, maps) in rows.items():
+        if restored is not None:
+            panels.append((f"{name}\nrestored", np.asarray(restored), "gray", 1.0))
+        if maps is not None:
+            maps = np.asarray(maps)
+            panels.append((f"{name}\nmap", maps, "inferno", float(np.percentile(maps, 99.5)) or 1.0))
+    fig, axes = plt.subplots(len(panels), n, figsize=(cell * n + 1.0, cell * len(panels)), squeeze=False)
+    for i, (label, arr, cmap, hi) in enumerate(panels):
+        for j in range(n):
+            ax = axes[i, j]
+            ax.imshow(arr[j], cmap=cmap, vmin=0, vmax=hi, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if masks is not None and np.any(masks[j]) and (i == 0 or cmap != "gray"):     # input and map rows
+                ax.contour(masks[j].astype(float), levels=[0.5], colors=MASK_COLOR, linewidths=0.6)
+        axes[i, 0].set_ylabel(label, fontsize=7)
+    if titles is not None:
+        for j, t in enumerate(titles):
+            axes[0, j].set_title(t, fontsize=8)
+    fig.tight_layout(pad=0.2)
+    return fig

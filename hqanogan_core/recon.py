@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .nets.psp import encode_images  # the one encode-then-synthesise (re-exported here)
 from .project import project, psnr
 
 __all__ = ["ssim", "reconstruction_metrics", "summarise", "encode_images", "compare_inversions"]
@@ -72,18 +73,6 @@ def summarise(per_image: dict[str, np.ndarray]) -> dict[str, tuple[float, float]
     """{metric: (mean, standard error of the mean)}."""
     return {k: (float(np.mean(v)), float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0)
             for k, v in per_image.items()}
-
-
-@torch.no_grad()
-def encode_images(G, E, images: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ws [N, L, D], G(E(x)) [N, C, H, W]) on the device of G, results on the CPU."""
-    device = G.w_avg.device
-    ws_all, rec_all = [], []
-    for i in range(0, len(images), batch):
-        ws = E(images[i:i + batch].to(device))
-        ws_all.append(ws.cpu())
-        rec_all.append(G.synthesis(ws, noise_mode="const").cpu())
-    return torch.cat(ws_all), torch.cat(rec_all)
 
 
 def _sync(device: torch.device) -> None:

@@ -27,6 +27,8 @@ import torch
 from scipy import ndimage
 from sklearn.covariance import LedoitWolf
 
+from .recon import encode_images
+
 DEFAULT_TERMS = ("image_residual", "perceptual", "feature_residual", "latent")
 
 
@@ -138,15 +140,10 @@ class HQAnoGANScorer:
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ws [N, L, D], restored images [N, C, H, W]) for images [N, C, H, W] in [-1, 1]."""
+        """(ws [N, L, D], restored images [N, C, H, W] clamped to [-1, 1]) for images [N, C, H, W] in [-1, 1]."""
         assert images.ndim == 4, f"expected [N, C, H, W], got {tuple(images.shape)}"
-        ws_all, rec_all = [], []
-        for start in range(0, len(images), self.batch):
-            x = images[start : start + self.batch].to(self.device)
-            ws = self.E(x)  # [n, L, D]
-            rec_all.append(self.G.synthesis(ws, noise_mode="const").clamp(-1, 1).cpu())
-            ws_all.append(ws.cpu())
-        return torch.cat(ws_all), torch.cat(rec_all)
+        ws, rec = encode_images(self.G, self.E, images, batch=self.batch)
+        return ws, rec.clamp(-1, 1)
 
     @torch.no_grad()
     def terms(self, images: torch.Tensor) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hqanogan_core import floors
+from hqanogan_core.methods import floors
 from hqanogan_core.benchmark import load_scores, run_benchmark
 from hqanogan_core.cli import main
 
@@ -30,20 +30,20 @@ def test_floors_detect_what_they_should():
 
     pca = floors.PCAReconstruction().fit(train)
     assert pca.n_components <= 10
-    assert auroc(pca.score(test), y) > 0.99
+    assert auroc(pca.score(test)["pred_score"], y) > 0.99
     maps = pca.anomaly_map(test)
     assert maps.shape == test.shape
     # the residual map peaks inside the square for the abnormal images
     assert maps[50:, 4:8, 4:8].mean() > 10 * maps[50:, 10:, 10:].mean()
     # a small local square hides inside the normal spread of mean intensity ...
-    assert auroc(floors.MeanIntensity().fit(train).score(test), y) < 0.8
+    assert auroc(floors.MeanIntensity().fit(train).score(test)["pred_score"], y) < 0.8
     # ... a global brightening does not
     brighter = np.concatenate([test_normal, test_normal + 0.2])
-    assert auroc(floors.MeanIntensity().fit(train).score(brighter), y) > 0.99
-    assert auroc(floors.PixelIsolationForest(seed=0).fit(train).score(brighter), y) > 0.9
+    assert auroc(floors.MeanIntensity().fit(train).score(brighter)["pred_score"], y) > 0.99
+    assert auroc(floors.PixelIsolationForest(seed=0).fit(train).score(brighter)["pred_score"], y) > 0.9
     # deterministic given the seed
-    a = floors.PixelIsolationForest(seed=1).fit(train).score(test)
-    b = floors.PixelIsolationForest(seed=1).fit(train).score(test)
+    a = floors.PixelIsolationForest(seed=1).fit(train).score(test)["pred_score"]
+    b = floors.PixelIsolationForest(seed=1).fit(train).score(test)["pred_score"]
     np.testing.assert_array_equal(a, b)
 
 

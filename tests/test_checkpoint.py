@@ -5,9 +5,9 @@ import os
 import pytest
 import torch
 
-from hqanogan_core.train import checkpoint as ckpt
+from hqanogan_core import checkpoint as ckpt
 from hqanogan_core.train.gan import GanTrainer
-from hqanogan_core.train.presets import GanTrainConfig, get_preset
+from hqanogan_core.presets import GanTrainConfig, get_preset
 
 TINY = dict(resolution=32, channel_base=256, channel_max=32, z_dim=32, w_dim=32, batch=4, swd_images=0,
             r1_interval=2, pl_interval=2, augment_p=0.3, ada_kimg=1.0)

@@ -10,7 +10,7 @@ from torch import nn
 
 from hqanogan_core.nets.perceptual import LpipsNet, PerceptualConfig, PerceptualDistance
 from hqanogan_core.nets.stylegan2 import Discriminator, Generator
-from hqanogan_core.train import checkpoint as ckpt
+from hqanogan_core import checkpoint as ckpt
 from hqanogan_core.train.encoder import EncoderTrainConfig, EncoderTrainer, encoder_losses, load_encoder, train_encoder
 
 

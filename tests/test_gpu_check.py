@@ -29,7 +29,7 @@ def test_summary_leaves_out_first_tick(gpu_check):
 
 
 def test_driver_only_changes_log_tick_and_swd(gpu_check):
-    from hqanogan_core.train import presets
+    from hqanogan_core import presets
 
     before = dict(presets.PRESETS["paper256"])
     try:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hqanogan_core.train import checkpoint as ckpt
+from hqanogan_core import checkpoint as ckpt
 from hqanogan_core.train.optim import Lookahead, ranger
 
 

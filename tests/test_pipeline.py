@@ -10,40 +10,15 @@ import torch
 from safetensors.torch import load_file
 
 from hqanogan_core import pretrained as pt
-from hqanogan_core.benchmark import load_score_terms, run_benchmark
+from hqanogan_core.benchmark import MAP_SCALE, load_score_terms, run_benchmark
 from hqanogan_core.cli import main
 from hqanogan_core.data.folder import read_grayscale
-from hqanogan_core.data.phantom import PhantomConfig, write_phantom_dataset
-from hqanogan_core.pipeline import MAP_SCALE, load_pipeline, split_held_out, to_model_input
+from hqanogan_core.data.splits import to_model_input
+from hqanogan_core.pipeline import load_pipeline, split_held_out
 from hqanogan_core.scores import DEFAULT_TERMS
-from hqanogan_core.train import checkpoint as ckpt
-from hqanogan_core.train.encoder import EncoderTrainConfig, train_encoder
-from hqanogan_core.train.export import export_encoder, export_gan
-from hqanogan_core.train.gan import train_gan
-from hqanogan_core.train.presets import GanTrainConfig
+from hqanogan_core import checkpoint as ckpt
 
-TINY_GAN = dict(resolution=32, channel_base=256, channel_max=32, z_dim=32, w_dim=32, batch=4, swd_images=8,
-                r1_interval=4, pl_interval=2, augment_p=0.0, total_kimg=0.016, log_kimg=0.008, snapshot_kimg=0.016,
-                swd_kimg=0.016)
-TINY_ENC = dict(steps=3, batch=4, width=8, blocks=(1, 1, 1, 1), log_every=1, snapshot_every=3, device="cpu")
-N_TRAIN, N_TEST = 30, 16
-
-
-@pytest.fixture(scope="module")
-def shipped(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipe")
-    data = root / "phantom32"
-    write_phantom_dataset(data, n_train=N_TRAIN, n_test=N_TEST, n_valid=10, seed=4, config=PhantomConfig(size=32),
-                          workers=1, progress=False)
-    train_gan(data, root / "gan_run", GanTrainConfig(**TINY_GAN), progress=False)
-    gan = root / "pretrained" / "gan32"
-    export_gan(root / "gan_run", gan, "python -m hqanogan_core train-gan ...", data_dir=data, swd_n=8)
-    train_encoder(lambda: pt.load_pretrained_gan(gan)[:2], data, root / "enc_run", EncoderTrainConfig(**TINY_ENC),
-                  progress=False)
-    enc = root / "pretrained" / "encoder32"
-    manifest = export_encoder(root / "enc_run", enc, gan, "python -m hqanogan_core train-encoder ...", note="test",
-                              data_dir=data, n_recon=6)
-    return {"root": root, "data": data, "gan": gan, "enc": enc, "enc_run": root / "enc_run", "manifest": manifest}
+# `shipped` (tiny 32 px phantom + GAN + encoder, exported) is a session fixture in conftest.py
 
 
 def test_exported_encoder_round_trip_and_manifest(shipped):
@@ -57,7 +32,7 @@ def test_exported_encoder_round_trip_and_manifest(shipped):
     assert m["format"] == pt.ENCODER_FORMAT and m["perceptual"] == meta["perceptual"]
     assert m["perceptual"].startswith(("stlpips", "lpips"))
     assert (shipped["enc"] / m["gan"]["path"]).resolve() == shipped["gan"].resolve()
-    assert m["training"]["steps"] == TINY_ENC["steps"]
+    assert m["training"]["steps"] == shipped["tiny_enc"]["steps"]
     rec = m["reconstruction"]["mean_and_sem"]
     assert set(rec) == {"l1", "psnr", "ssim", "perceptual"} and all(np.isfinite(v[0]) for v in rec.values())
     on_disk = sum(p.stat().st_size for p in shipped["enc"].iterdir())
@@ -94,17 +69,17 @@ def test_score_cli_writes_csv_and_maps(shipped, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert "AUROC" in capsys.readouterr().out
     rows = list(csv.DictReader(open(out)))
-    assert len(rows) == N_TEST
-    for name in ("hqanogan", "image_residual", "perceptual", "feature_residual", "latent", "latent_l0", "cycle"):
+    assert len(rows) == shipped["n_test"]
+    for name in ("pred_score", "image_residual", "perceptual", "feature_residual", "latent", "latent_l0", "cycle"):
         assert name in rows[0], name
     for r in rows:  # the combined score is the plain sum of the standardised default terms
-        assert float(r["hqanogan"]) == pytest.approx(sum(float(r[f"z_{t}"]) for t in DEFAULT_TERMS), rel=1e-5, abs=1e-5)
+        assert float(r["pred_score"]) == pytest.approx(sum(float(r[f"z_{t}"]) for t in DEFAULT_TERMS), rel=1e-5, abs=1e-5)
         # z-scores are standardised raw terms: same ordering as the raw values
     raw = np.array([float(r["latent"]) for r in rows])
     z = np.array([float(r["z_latent"]) for r in rows])
     assert np.array_equal(np.argsort(raw), np.argsort(z))
     pngs = sorted(p for p in maps.rglob("*.png"))
-    assert len(pngs) == N_TEST and json.loads((maps / "maps.json").read_text())["png"] == "16-bit grayscale"
+    assert len(pngs) == shipped["n_test"] and json.loads((maps / "maps.json").read_text())["png"] == "16-bit grayscale"
     first = read_grayscale(pngs[0]) * MAP_SCALE          # back in residual units
     assert first.shape == (32, 32) and first.max() > 0
     # bad input: exit code 2 and a message naming the folder
@@ -116,13 +91,16 @@ def test_hqanogan_in_the_benchmark_harness(shipped, tmp_path):
     fitted = {}
     report = run_benchmark(shipped["data"], ["mean", "hqanogan"], out=tmp_path, n_boot=50, fitted=fitted,
                            method_options={"hqanogan": {"run": shipped["enc"]}}, log=open("/dev/null", "w"))
-    assert fitted["hqanogan"].scorer.gaussians.means.shape == (fitted["hqanogan"].pipe.G.num_ws, 32)
+    method = fitted["hqanogan"].method          # fitted holds MethodRun objects; .method is the fitted HQAnoGAN
+    assert method.scorer.gaussians.means.shape == (method.pipe.G.num_ws, 32)
     r = report["methods"]["hqanogan"]
     assert 0 <= r["image"]["auroc"]["value"] <= 1
     assert set(r["per_type"]) == set(report["methods"]["mean"]["per_type"])
     assert r["pixel_auroc"] is not None
     terms = load_score_terms(tmp_path, "hqanogan")   # every score term is kept beside pred_score
-    assert np.allclose(terms["pred_score"], terms["hqanogan"], rtol=1e-6)
+    # the combined score (column pred_score, formerly "hqanogan") is the sum of the default terms' z-scores
+    assert np.allclose(terms["pred_score"], sum(terms[f"z_{t}"] for t in DEFAULT_TERMS), rtol=1e-5, atol=1e-5)
+    assert "hqanogan" not in terms
     assert {"image_residual", "latent", "z_latent", "cycle"} <= set(terms)
     assert set(load_score_terms(tmp_path, "mean")) == {"pred_score"}
     assert r["info"]["encoder_kind"] == "pretrained" and r["peak_rss_mb"] > 0

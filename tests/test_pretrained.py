@@ -8,10 +8,10 @@ from safetensors.torch import load_file, save_file
 
 from hqanogan_core import pretrained as pt
 from hqanogan_core.data.phantom import PhantomConfig, write_phantom_dataset
-from hqanogan_core.train import checkpoint as ckpt
+from hqanogan_core import checkpoint as ckpt
 from hqanogan_core.train.export import export_gan, training_time
 from hqanogan_core.train.gan import load_images, train_gan
-from hqanogan_core.train.presets import GanTrainConfig
+from hqanogan_core.presets import GanTrainConfig
 
 TINY = dict(resolution=32, channel_base=256, channel_max=32, z_dim=32, w_dim=32, batch=4, swd_images=8,
             r1_interval=4, pl_interval=2, augment_p=0.2, ada_kimg=0.5, ada_interval=2, total_kimg=0.024,

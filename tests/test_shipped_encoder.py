@@ -7,7 +7,8 @@ import torch
 from hqanogan_core import pretrained as pt
 from hqanogan_core.data.phantom import PhantomConfig, render_case
 from hqanogan_core.nets.perceptual import PerceptualConfig, PerceptualDistance
-from hqanogan_core.pipeline import load_pipeline, to_model_input
+from hqanogan_core.data.splits import to_model_input
+from hqanogan_core.pipeline import load_pipeline
 from hqanogan_core.recon import encode_images, reconstruction_metrics, summarise
 
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from hqanogan_core.train.gan import GanTrainer, ema_beta, lazy_adam_hparams, load_images, train_gan
-from hqanogan_core.train.presets import GanTrainConfig
+from hqanogan_core.presets import GanTrainConfig
 
 TINY = dict(resolution=32, channel_base=256, channel_max=32, z_dim=32, w_dim=32, batch=4, swd_images=0,
             r1_interval=4, pl_interval=2, augment_p=0.2, ada_kimg=0.5, ada_interval=2)

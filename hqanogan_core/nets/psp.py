@@ -1,6 +1,6 @@
 """pSp encoder (Richardson et al. 2021, "Encoding in Style"): image -> W+ of a frozen StyleGAN2 generator.
 
-GradualStyleEncoder, written from the paper's description (see /work/shared/ANCHORS.md, pSp section):
+GradualStyleEncoder, written from the paper's description and the facts of its public code:
 
   stem     3x3 conv -> BN -> PReLU                                   [N, w, R, R]
   stage 1  IR-SE blocks, first one stride 2                          [N, c1s, R/2]
@@ -271,3 +271,16 @@ def encoder_config_for(G, **overrides) -> EncoderConfig:
     """An EncoderConfig that matches a generator's resolution, channels, num_ws and w_dim."""
     return EncoderConfig(resolution=G.resolution, img_channels=G.img_channels, num_ws=G.num_ws, w_dim=G.w_dim,
                          **overrides)
+
+
+@torch.no_grad()
+def encode_images(G, E, images: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ws [N, L, D], G(E(x)) [N, C, H, W]) on the device of G, results on the CPU: the package's one
+    "encode, then synthesise" (noise_mode const, no clamping; the scorer clamps its restorations)."""
+    device = G.w_avg.device
+    ws_all, rec_all = [], []
+    for i in range(0, len(images), batch):
+        ws = E(images[i:i + batch].to(device))
+        ws_all.append(ws.cpu())
+        rec_all.append(G.synthesis(ws, noise_mode="const").cpu())
+    return torch.cat(ws_all), torch.cat(rec_all)

@@ -2,8 +2,8 @@
 
 A small, flat re-implementation written from the published description
 (Karras et al. 2020, "Analyzing and Improving the Image Quality of StyleGAN" and
-"Training GANs with Limited Data"); see /work/shared/ANCHORS.md for the facts it
-follows. Plain PyTorch only: resampling is a transposed/strided convolution plus
+"Training GANs with Limited Data") and the public reference implementations, whose
+numbers it follows. Plain PyTorch only: resampling is a transposed/strided convolution plus
 a [1, 3, 3, 1] FIR low-pass done with `F.conv2d`, so nothing needs compiling.
 
 Shapes:

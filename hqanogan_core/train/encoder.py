@@ -30,25 +30,23 @@ out_dir/recon_stepXXXXXX.png           inputs (top) and reconstructions (bottom)
 """
 from __future__ import annotations
 
-import json
-import math
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..nets.perceptual import PerceptualConfig, PerceptualDistance
-from ..nets.psp import EncoderConfig, build_encoder, encoder_config_for
+from ..nets.psp import EncoderConfig, build_encoder, encode_images, encoder_config_for
 from ..pretrained import load_encoder  # noqa: F401  (re-exported: it used to live here)
-from . import checkpoint as ckpt
+from .. import checkpoint as ckpt
 from .optim import ranger
 
 __all__ = ["EncoderTrainConfig", "EncoderTrainer", "train_encoder", "load_encoder", "encoder_losses"]
 
-ENCODER_FORMAT = "hqanogan-encoder-checkpoint-v1"
+ENCODER_CHECKPOINT_FORMAT = "hqanogan-encoder-checkpoint-v1"   # training checkpoint (the shipped folder is pretrained.ENCODER_FORMAT)
+STEP_SEED_STRIDE = 1_000_003     # batch of step t is drawn from a generator seeded seed * STRIDE + t
+GRID_SEED_OFFSET = 5             # which training images the snapshot grids show
 
 
 @dataclass
@@ -140,7 +138,7 @@ class EncoderTrainer:
     def _batch(self, step: int):
         """(x [B, C, R, R], ws_true [M, num_ws, w_dim]) from a generator seeded by (seed, step)."""
         cfg = self.cfg
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        g = torch.Generator().manual_seed(cfg.seed * STEP_SEED_STRIDE + step)
         n_syn = int(round(cfg.batch * cfg.synthetic_fraction))
         n_real = cfg.batch - n_syn
         idx = torch.randint(len(self.images), (n_real,), generator=g)
@@ -170,7 +168,7 @@ class EncoderTrainer:
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         was = self.E.training
         self.E.eval()
-        out = self.G.synthesis(self.E(x.to(self.device)), noise_mode="const")
+        out = encode_images(self.G, self.E, x)[1]
         self.E.train(was)
         return out
 
@@ -183,7 +181,7 @@ class EncoderTrainer:
         tensors.update(to)
         tensors.update(tr)
         meta = {
-            "kind": "encoder", "encoder_format": ENCODER_FORMAT, "config": self.cfg.to_dict(),
+            "kind": "encoder", "encoder_format": ENCODER_CHECKPOINT_FORMAT, "config": self.cfg.to_dict(),
             "encoder_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.enc_cfg).items()},
             "step": self.step_idx, "opt": mo, "rng": mr, "perceptual": self.percep.backend_name,
             "torch": torch.__version__,
@@ -227,62 +225,26 @@ def train_encoder(gan, data, out_dir, config: EncoderTrainConfig | None = None, 
     """Train a pSp encoder for a frozen generator.
 
     gan   (G, D) (D may be None: no feature term), a callable returning (G, D), or a GAN run folder /
-          checkpoint path (then G_ema and D are loaded with train.checkpoint).
+          checkpoint path (then G_ema and D are loaded with hqanogan_core.checkpoint).
     data  MVTec-layout folder (train/good/*.png) or an image tensor [N, C, R, R] in [-1, 1].
     Returns a summary dict (steps, seconds, last log line, paths, the trainer).
     """
-    from tqdm.auto import tqdm
-
     from .gan import load_images, save_image_grid
+    from .loop import run_training
 
     cfg = config or EncoderTrainConfig()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     G, D = _resolve_gan(gan)
     images = data if isinstance(data, torch.Tensor) else load_images(data, G.resolution, G.img_channels)
     trainer = EncoderTrainer(cfg, G, D, images, percep=percep)
-    latest = out_dir / "encoder.safetensors"
-    log_path = out_dir / "log.jsonl"
-    if resume and latest.exists():
-        trainer.load(latest)
-        print(f"resumed encoder from {latest} at step {trainer.step_idx}")
-    else:
-        if resume:
-            print(f"no checkpoint at {latest}; starting from scratch")
-        n_params = sum(p.numel() for p in trainer.E.parameters())
-        start = {"event": "start", "perceptual": trainer.percep.backend_name, "encoder_params": n_params,
-                 "device": str(trainer.device), "config": cfg.to_dict()}
-        log_path.write_text(json.dumps(start) + "\n")
+    grid_x = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed + GRID_SEED_OFFSET))[:8]]
 
-    grid_x = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed + 5))[:8]]
-    t0 = time.time()
-    acc: dict[str, list] = {}
-    last: dict = {}
-    tick_t, tick_steps = time.time(), 0
-    bar = tqdm(total=cfg.steps, initial=min(trainer.step_idx, cfg.steps), disable=not progress, desc="train-encoder")
-    while trainer.step_idx < cfg.steps:
-        stats = trainer.step()
-        tick_steps += 1
-        for k, v in stats.items():
-            acc.setdefault(k, []).append(v)
-        bar.update(1)
-        done = trainer.step_idx >= cfg.steps
-        if trainer.step_idx % cfg.log_every == 0 or done:
-            line = {"step": trainer.step_idx, **{k: float(np.mean(v)) for k, v in acc.items()},
-                    "s_per_step": (time.time() - tick_t) / max(tick_steps, 1)}
-            line = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in line.items()}
-            with open(log_path, "a") as f:
-                f.write(json.dumps(line) + "\n")
-            bar.set_postfix(loss=f"{line['loss']:.3f}", l2=f"{line['l2']:.3f}")
-            last, acc, tick_t, tick_steps = line, {}, time.time(), 0
-        if trainer.step_idx % cfg.snapshot_every == 0 or done:
-            recon = trainer.reconstruct(grid_x).cpu()
-            save_image_grid(torch.cat([grid_x, recon]), out_dir / f"recon_step{trainer.step_idx:06d}.png",
-                            nrow=len(grid_x))
-            trainer.save(latest)
-    bar.close()
-    if not latest.exists():
-        trainer.save(latest)
-    return {"out_dir": str(out_dir), "checkpoint": str(latest), "log": str(log_path), "steps": trainer.step_idx,
-            "seconds": time.time() - t0, "perceptual": trainer.percep.backend_name, "last": last,
-            "trainer": trainer}
+    def recon_grid(tr, out: Path) -> None:
+        recon = tr.reconstruct(grid_x).cpu()
+        save_image_grid(torch.cat([grid_x, recon]), out / f"recon_step{tr.step_idx:06d}.png", nrow=len(grid_x))
+
+    start = {"perceptual": trainer.percep.backend_name, "encoder_params": sum(p.numel() for p in trainer.E.parameters()),
+             "device": str(trainer.device), "config": cfg.to_dict()}
+    summary = run_training(trainer, out_dir, cfg.steps, checkpoint_name="encoder.safetensors", log_every=cfg.log_every,
+                           snapshot_every=cfg.snapshot_every, resume=resume, progress=progress, desc="train-encoder",
+                           start_info=start, on_snapshot=recon_grid, postfix=("loss", "l2"))
+    return {**summary, "perceptual": trainer.percep.backend_name}

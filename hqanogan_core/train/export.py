@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import platform
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -35,8 +33,11 @@ from safetensors.torch import save as st_save
 from hqanogan_core import pretrained as pt
 from hqanogan_core.nets.stylegan2 import num_ws_for
 from hqanogan_core.paths import REPO_ROOT
-from hqanogan_core.train import checkpoint as ckpt
-from hqanogan_core.train.presets import (ARCH_FIELDS, PRESETS, GanTrainConfig, discriminator_config,
+from hqanogan_core.provenance import code_revision, portable_path
+from hqanogan_core.train.loop import step_seconds
+from hqanogan_core.provenance import file_sha256 as _sha256
+from hqanogan_core import checkpoint as ckpt
+from hqanogan_core.presets import (ARCH_FIELDS, PRESETS, GanTrainConfig, discriminator_config,
                                          generator_config)
 
 SIZE_LIMIT_BYTES = 10_000_000   # "10 MB": the whole shipped folder (weights, manifest, log, samples)
@@ -47,26 +48,6 @@ __all__ = ["export_gan", "export_encoder", "SIZE_LIMIT_BYTES", "training_time", 
 
 
 # ----------------------------------------------------------------------------- small helpers
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def code_revision(repo: Path = REPO_ROOT) -> dict:
-    """`git rev-parse HEAD` of the repository and whether tracked files differ from it."""
-    def git(*args):
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
-
-    try:
-        head = git("rev-parse", "HEAD")
-        status = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError) as err:
-        return {"revision": None, "dirty": None, "error": str(err)}
-    if head.returncode != 0:
-        return {"revision": None, "dirty": None, "error": head.stderr.strip()}
-    changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
-    return {"revision": head.stdout.strip(), "dirty": bool(changed), "changed_files": changed[:50]}
 
 
 def read_log(run_dir: Path) -> list[dict]:
@@ -140,7 +121,7 @@ def _data_section(data_dir: Path | None) -> dict:
     if data_dir is None:
         return {"path": None}
     info_file = data_dir / "phantom.json"
-    section = {"path": str(data_dir)}
+    section = {"path": portable_path(data_dir)}
     if info_file.exists():
         info = json.loads(info_file.read_text())
         section.update(source="phantom", phantom={k: info.get(k) for k in ("generator", "version", "seed", "config",
@@ -282,19 +263,6 @@ def export_gan(run_dir, out_dir, command: str, note: str = "", *, data_dir=None,
 # ----------------------------------------------------------------------------- encoder export
 
 
-def _encoder_log_seconds(lines: list[dict]) -> float:
-    """Seconds inside `EncoderTrainer.step()`: sum over log lines of s_per_step x steps since the last line."""
-    total, prev = 0.0, 0
-    for line in lines:
-        step, sps = line.get("step"), line.get("s_per_step")
-        if step is None:
-            continue
-        if sps is not None and step > prev:
-            total += sps * (step - prev)
-        prev = step
-    return total
-
-
 def _relative(path: Path, start: Path) -> str:
     return os.path.relpath(Path(path).resolve(), Path(start).resolve())
 
@@ -313,9 +281,8 @@ def export_encoder(run_dir, out_dir, gan_dir, command: str, note: str = "", *, d
     `hqanogan_core.pretrained.load_pretrained_encoder(out_dir)` loads it back; `load_pipeline(out_dir)`
     loads it together with its generator.
     """
-    from hqanogan_core.benchmark import load_split
+    from hqanogan_core.data.splits import load_split, to_model_input
     from hqanogan_core.nets.perceptual import PerceptualConfig, PerceptualDistance
-    from hqanogan_core.pipeline import to_model_input
     from hqanogan_core.recon import encode_images, reconstruction_metrics, summarise
 
     t0 = time.time()
@@ -359,7 +326,7 @@ def export_encoder(run_dir, out_dir, gan_dir, command: str, note: str = "", *, d
         "data": _data_section(Path(data_dir) if data_dir is not None else None),
         "training": {"steps": meta["step"], "batch": meta["config"]["batch"],
                      "images_seen": meta["step"] * meta["config"]["batch"],
-                     "step_seconds": round(_encoder_log_seconds(lines), 1),
+                     "step_seconds": round(step_seconds(lines), 1),
                      "step_seconds_measures": "sum over log.jsonl lines of s_per_step x steps: time inside the "
                                               "training step only (no snapshots or checkpoint writes)",
                      "device": start.get("device"), "torch": meta.get("torch"), "log_lines": len(lines)},

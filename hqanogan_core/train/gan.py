@@ -39,8 +39,8 @@ from ..nets.augment import AdaController, AugmentPipe
 from ..nets.stylegan2 import Discriminator, Generator
 from ..fid import fid, fid_unavailable_reason
 from ..swd import swd
-from . import checkpoint as ckpt
-from .presets import ARCH_FIELDS, GanTrainConfig, discriminator_config, generator_config, get_preset
+from .. import checkpoint as ckpt
+from ..presets import ARCH_FIELDS, GanTrainConfig, discriminator_config, generator_config, get_preset
 
 __all__ = ["GanTrainConfig", "GanTrainer", "train_gan", "load_images", "lazy_adam_hparams", "ema_beta"]
 
@@ -77,36 +77,14 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def load_images(data_dir, resolution: int, channels: int = 1) -> torch.Tensor:
-    """All PNGs of `data_dir/train/good` (MVTec layout) -> float [N, C, R, R] in [-1, 1].
+    """All images of `data_dir/train/good` (MVTec layout) -> float [N, C, R, R] in [-1, 1].
 
-    8- and 16-bit grayscale or RGB PNGs; resized with antialiased bilinear interpolation.
+    The package's one loading path (`data.splits`): 8/16-bit PNGs, RGB read as luma, antialiased resize.
     """
-    from PIL import Image
+    from ..data.splits import load_split, to_model_input
 
-    folder = Path(data_dir) / "train" / "good"
-    files = sorted(folder.glob("*.png"))
-    if not files:
-        raise FileNotFoundError(f"no PNG images in {folder} (expected the MVTec layout ROOT/train/good/*.png)")
-    out = []
-    for f in files:
-        with Image.open(f) as im:
-            arr = np.asarray(im)
-        if arr.dtype == np.uint16 or (arr.dtype.kind in "iu" and arr.max() > 255):
-            x = torch.from_numpy(arr.astype(np.float32) / 65535.0)
-        elif arr.dtype == bool:
-            x = torch.from_numpy(arr.astype(np.float32))
-        else:
-            x = torch.from_numpy(arr.astype(np.float32) / 255.0)
-        x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)[:3]           # [c, H, W]
-        if channels == 1 and x.shape[0] == 3:
-            x = (0.299 * x[0:1] + 0.587 * x[1:2] + 0.114 * x[2:3])
-        elif channels == 3 and x.shape[0] == 1:
-            x = x.repeat(3, 1, 1)
-        if x.shape[1:] != (resolution, resolution):
-            x = F.interpolate(x[None], size=(resolution, resolution), mode="bilinear", antialias=True,
-                              align_corners=False)[0]
-        out.append(x.clamp(0, 1) * 2 - 1)
-    images = torch.stack(out)
+    train = load_split(data_dir, "train", size=resolution)
+    images = to_model_input(train.images, resolution, channels)
     assert images.shape[1:] == (channels, resolution, resolution), images.shape
     return images
 

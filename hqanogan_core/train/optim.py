@@ -9,7 +9,7 @@ State layout: the slow copy (made at a parameter's first update) lives in the in
 per-parameter state under "slow_buffer"; k, alpha and the step counter live in its param groups
 ("lookahead_k", "lookahead_alpha", "lookahead_step").
 `Lookahead.state_dict()` is therefore the inner optimiser's own state dict (tensors + JSON-able scalars),
-so `train.checkpoint.optimizer_state` / `load_optimizer_state` save and restore it with safetensors.
+so `checkpoint.optimizer_state` / `load_optimizer_state` save and restore it with safetensors.
 """
 from __future__ import annotations
 

@@ -180,7 +180,7 @@ def set_rng_state(tensors: dict, meta: dict) -> None:
 
 def load_generator(path, ema: bool = True, device="cpu"):
     """The trained generator of a GAN checkpoint (G_ema by default), in eval mode, grads off."""
-    from ..nets.stylegan2 import Generator
+    from .nets.stylegan2 import Generator
     from .presets import GanTrainConfig, generator_config
 
     tensors, meta = load_checkpoint(path)
@@ -192,7 +192,7 @@ def load_generator(path, ema: bool = True, device="cpu"):
 
 def load_discriminator(path, device="cpu"):
     """The trained discriminator of a GAN checkpoint, in eval mode, grads off."""
-    from ..nets.stylegan2 import Discriminator
+    from .nets.stylegan2 import Discriminator
     from .presets import GanTrainConfig, discriminator_config
 
     tensors, meta = load_checkpoint(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..nets.stylegan2 import DiscriminatorConfig, GeneratorConfig
+from .nets.stylegan2 import DiscriminatorConfig, GeneratorConfig
 
 
 @dataclass

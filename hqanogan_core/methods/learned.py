@@ -1,0 +1,148 @@
+"""What every trained baseline shares: where its weights come from.
+
+`fit(train)` loads weights when it can and trains only when it must:
+  1. `run=`: a train-baseline run folder (checkpoint.safetensors) or a shipped folder (weights.safetensors);
+  2. else, unless `steps=` or `settings=` ask for a training budget, the shipped folder
+     data/pretrained/<name> if its resolution matches the images;
+  3. else it trains with `train.baselines` on the training normals (CPU budget, `steps=` / `settings=`
+     override it), in a resumable run folder under the cache keyed by the settings.
+Everything loaded is safetensors + JSON (nothing unpickled); `info()` says which of the three happened.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import checkpoint as ckpt
+from ..data.splits import to_model_input
+from ..paths import cache_dir, data_dir
+from ..train import baselines as recipes
+from ..train.loop import read_log, step_seconds
+from .base import Method, check_images, n_parameters
+
+SHIPPED_WEIGHTS = "weights.safetensors"     # a shipped folder: net tensors + meta (see ship.py)
+BATCH = 128                                  # images per forward pass when scoring
+
+
+def shipped_path(method: str) -> Path:
+    return data_dir() / "pretrained" / method
+
+
+def weights_file(path: Path) -> Path | None:
+    """The safetensors file of a run or shipped folder (or the file itself), None when there is none."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for name in (SHIPPED_WEIGHTS, recipes.CHECKPOINT_NAME):
+        if (path / name).is_file():
+            return path / name
+    return None
+
+
+def load_baseline_nets(path, method: str, device="cpu") -> tuple[dict[str, torch.nn.Module], dict]:
+    """(nets in eval mode, meta) from a run or shipped folder of `method`; errors name the file."""
+    file = weights_file(path)
+    if file is None:
+        raise FileNotFoundError(f"{path} holds no {method} weights (expected {SHIPPED_WEIGHTS} or "
+                                f"{recipes.CHECKPOINT_NAME}; train one with `python -m hqanogan_core train-baseline "
+                                f"{method} --data DIR --out RUN`)")
+    tensors, meta = ckpt.load_checkpoint(file)
+    if meta.get("kind") != "baseline" or meta.get("method") != method:
+        raise ValueError(f"{file} holds {meta.get('kind')!r} weights of method {meta.get('method')!r}, not {method!r}")
+    nets = recipes.build_nets(method, meta["arch"])
+    for name, net in nets.items():
+        net.load_state_dict(ckpt.unprefixed(f"net.{name}", tensors))
+        net.to(device).eval().requires_grad_(False)
+    return nets, meta
+
+
+class LearnedBaseline(Method):
+    """Weights from a run, the shipped folder, or training (see the module docstring)."""
+
+    recipe = "ae"          # the train.baselines recipe whose nets this method uses
+
+    def __init__(self, run=None, steps: int | None = None, settings: dict | None = None, seed: int = 0,
+                 device: str = "cpu", work=None):
+        self.run, self.steps, self.settings = run, steps, dict(settings or {})
+        self.seed, self.device, self.work = seed, torch.device(device), work
+        self.nets: dict[str, torch.nn.Module] = {}
+        self.meta: dict = {}
+        self.source, self.weights_path = None, None
+        self.fit_seconds = 0.0
+        self._last = None
+
+    # ------------------------------------------------------------------ weights
+
+    def _config(self, resolution: int):
+        overrides = {"resolution": resolution, "seed": self.seed, "device": str(self.device), **self.settings}
+        if self.steps is not None:
+            overrides["steps"] = self.steps
+        return recipes.baseline_config(self.recipe, **overrides)
+
+    def _train_dir(self, cfg) -> Path:
+        if self.work is not None:
+            return Path(self.work)
+        digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+        return cache_dir() / "runs" / f"{self.recipe}-{cfg.resolution}px-{digest}"
+
+    def fit(self, train: np.ndarray, valid=None) -> "LearnedBaseline":
+        t0 = time.perf_counter()
+        train = check_images(train, f"{self.name}.fit")
+        resolution = train.shape[-1]
+        path = Path(self.run) if self.run is not None else shipped_path(self.recipe)
+        if self.run is not None:
+            usable = True                                    # asked for: errors below name the file
+        else:                                                # a budget given means "train", not "load"
+            usable = (self.steps is None and not self.settings and weights_file(path) is not None
+                      and ckpt.read_meta(weights_file(path))["arch"]["resolution"] == resolution)
+        if not usable:
+            cfg = self._config(resolution)
+            path = self._train_dir(cfg)
+            recipes.train_baseline(self.recipe, to_model_input(train, resolution, cfg.channels), path, cfg,
+                                   resume=True, progress=False)
+            self.source = f"trained in fit(): {path}"
+        else:
+            self.source = str(path)
+        self.weights_path = Path(path)
+        self.nets, self.meta = load_baseline_nets(path, self.recipe, self.device)
+        if self.meta["arch"]["resolution"] != resolution:
+            raise ValueError(f"{weights_file(path)} was trained at {self.meta['arch']['resolution']} px but the "
+                             f"images are {resolution} px")
+        self.train_log = read_log(Path(path) / "log.jsonl") if Path(path).is_dir() else []
+        self.fit_seconds = time.perf_counter() - t0
+        return self
+
+    def weights_digest(self) -> str | None:
+        """sha256 of the weights file in use (stored results are keyed by it)."""
+        from ..provenance import file_sha256
+
+        file = weights_file(self.weights_path) if self.weights_path is not None else None
+        return file_sha256(file) if file is not None else None
+
+    def model_input(self, images: np.ndarray) -> torch.Tensor:
+        return to_model_input(check_images(images, self.name), self.meta["arch"]["resolution"],
+                              self.meta["arch"]["channels"])
+
+    def batches(self, images: np.ndarray):
+        """Model-input batches [B, C, R, R] on the device."""
+        x = self.model_input(images)
+        for i in range(0, len(x), BATCH):
+            yield x[i:i + BATCH].to(self.device)
+
+    def info(self) -> dict:
+        return {"name": self.name, "parameters": n_parameters(*self.nets.values()), "weights": self.source,
+                "train_steps": self.meta.get("step"), "train_seconds": round(step_seconds(self.train_log), 1)
+                if self.train_log else self.meta.get("train_seconds"), "config": self.meta.get("config"),
+                "fit_seconds": self.fit_seconds}
+
+
+def smooth_maps(maps: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of each map [N, H, W] (sigma in pixels; 0 = none)."""
+    from scipy import ndimage
+
+    return maps if sigma <= 0 else ndimage.gaussian_filter(maps, sigma=(0, sigma, sigma))

@@ -181,6 +181,7 @@ def load_ablation(path, key: dict, log=print) -> dict | None:
     if doc.get("format") != ABLATION_FORMAT:
         log(f"[ablation] {file} has format {doc.get('format')!r}, expected {ABLATION_FORMAT!r}: recomputing")
         return None
+    key = json.loads(json.dumps(key))     # as stored: tuples (e.g. in variants) compare equal to JSON lists
     differ = sorted(k for k in set(key) | set(doc["key"]) if doc["key"].get(k) != key.get(k))
     if differ:
         log(f"[ablation] {file} was computed for other settings ({', '.join(differ)} differ): recomputing")
@@ -201,10 +202,10 @@ def encoder_ablation(G, D, data, steps: int = 400, batch: int = 8, variants: dic
     variants = variants if variants is not None else ENCODER_VARIANTS
     percep = percep or PerceptualDistance()
     key = ablation_key(G, data, steps, batch, variants, eval_split, n_fit, seed, percep.backend_name)
-    for where in ([shipped] if shipped is not None else [default_ablation_path()]) + [out_root]:
-        if where is not None and (found := load_ablation(where, key, log)) is not None:
-            return found
     out_root = Path(out_root) if out_root is not None else cache_dir() / "ablation_encoder64"
+    for where in (shipped if shipped is not None else default_ablation_path(), out_root):
+        if (found := load_ablation(where, key, log)) is not None:
+            return {name: found[name] for name in variants}          # JSON sorts keys; keep the variants' order
     results = run_encoder_ablation(G, D, data, out_root, steps=steps, batch=batch, variants=variants,
                                    eval_split=eval_split, n_fit=n_fit, seed=seed, percep=percep, log=log)
     save_ablation(out_root, results, key, command="encoder_ablation() (recomputed, not shipped)")

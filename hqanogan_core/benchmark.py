@@ -94,10 +94,12 @@ class MethodRun:
 
 
 def make_method(name: str, seed: int = 0, options: dict | None = None):
-    """METHODS[name](seed=seed, **options), with a clear error for an unknown name or option."""
+    """METHODS[name](seed=seed, **options), with a clear error for an unknown name or option
+    (a `seed` among the options overrides the harness's)."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
     cls, options = METHODS[name], dict(options or {})
+    seed = options.pop("seed", seed)
     accepted = inspect.signature(cls).parameters
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -106,28 +108,34 @@ def make_method(name: str, seed: int = 0, options: dict | None = None):
 
 
 def run_method(name: str, train: SplitArrays, test: SplitArrays, seed: int = 0, options: dict | None = None,
-               valid: SplitArrays | None = None) -> MethodRun:
-    """Fit `name` on the training normals and score the test split (or the method's declared subset)."""
-    method = make_method(name, seed, options)
+               valid: SplitArrays | None = None, fitted: tuple | None = None) -> MethodRun:
+    """Fit `name` on the training normals and score the test split (or the method's declared subset).
+
+    fitted: (method, fit seconds) of an instance already fitted on `train` (then it is not fitted again)."""
+    method = fitted[0] if fitted is not None else make_method(name, seed, options)
     subset = getattr(method, "test_subset", None)
     if subset:
         test = test.take(stratified_subset(test, int(subset), seed=seed))
     tracemalloc.start()
-    t0 = time.perf_counter()
-    method.fit(train.images, valid=valid)
-    t1 = time.perf_counter()
-    out = method.score(test.images)
-    maps = method.anomaly_map(test.images)
-    t2 = time.perf_counter()
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    try:
+        t0 = time.perf_counter()
+        if fitted is None:
+            method.fit(train.images, valid=valid)
+        t1 = time.perf_counter()
+        out = method.score(test.images)
+        maps = method.anomaly_map(test.images)
+        t2 = time.perf_counter()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    fit_seconds = fitted[1] if fitted is not None else t1 - t0
     if not isinstance(out, dict) or "pred_score" not in out:
         raise TypeError(f"{name}.score() must return a dict with 'pred_score', got {type(out).__name__}")
     scores = np.asarray(out["pred_score"], dtype=np.float64)
     assert scores.shape == (len(test.images),), f"{name} returned scores of shape {scores.shape}"
     if maps is not None:
         assert maps.shape == test.images.shape, f"{name} returned maps of shape {maps.shape}"
-    timing = {"train_seconds": t1 - t0, "score_seconds": t2 - t1,
+    timing = {"train_seconds": fit_seconds, "score_seconds": t2 - t1,
               "ms_per_image": 1000 * (t2 - t1) / len(test.images), "peak_traced_mb": peak / 2**20,
               "peak_rss_mb": _peak_rss_mb(), "info": method.info()}
     terms = {k: np.asarray(v) for k, v in out.items()
@@ -240,11 +248,11 @@ def run_benchmark(
     for name in methods:
         print(f"[benchmark] {name}: fitting on {len(train.labels)} normals ...", file=log, flush=True)
         options = (method_options or {}).get(name)
-        run, result = None, None
+        run, result, prefit = None, None, None
         if searched:
-            run, result = _cached_run(name, train, test, seed, options, valid, searched, n_boot)
+            run, result, prefit = _cached_run(name, train, test, seed, options, valid, searched, n_boot)
         if run is None:
-            run = run_method(name, train, test, seed=seed, options=options, valid=valid)
+            run = run_method(name, train, test, seed=seed, options=options, valid=valid, fitted=prefit)
             result = evaluate(run.scores, run.test, run.maps, n_boot=n_boot, seed=seed)
             result.update(run.timing, n_test=len(run.test), test_subset=getattr(run.method, "test_subset", None))
             if cache is not None:
@@ -282,14 +290,17 @@ def _store_result(folder: Path, key: dict, result: dict, run: MethodRun) -> None
 
 
 def _cached_run(name, train, test, seed, options, valid, folders, n_boot):
-    """(MethodRun, result) from the first folder holding a result with this key, else (None, None).
+    """(MethodRun, result, None) from the first folder holding a result with this key, else
+    (None, None, (fitted method, fit seconds)) so the caller does not fit it again.
 
     The method is constructed and fitted (cheap for the methods worth caching) to know its weights and to
     be returned for figures; only the scoring of the test split is skipped."""
     method = make_method(name, seed, options)
     subset = getattr(method, "test_subset", None)
     scored = test.take(stratified_subset(test, int(subset), seed=seed)) if subset else test
+    t0 = time.perf_counter()
     method.fit(train.images, valid=valid)
+    fit_seconds = time.perf_counter() - t0
     probe = MethodRun(np.zeros(len(scored)), None, {}, {}, method, scored)
     key = result_key(name, options, probe, n_boot, seed)
     for folder in folders:
@@ -300,8 +311,8 @@ def _cached_run(name, train, test, seed, options, valid, folders, n_boot):
             scores = terms.pop("pred_score")
             print(f"[benchmark] {name}: loaded the stored result {file}", file=sys.stderr, flush=True)
             result = dict(doc["result"], cached_from=portable_path(file))
-            return MethodRun(scores, None, {}, terms, method, scored), result
-    return None, None
+            return MethodRun(scores, None, {}, terms, method, scored), result, None
+    return None, None, (method, fit_seconds)
 
 
 MAP_SCALE = 2.0   # maps are stored as 16-bit PNG: pixel = round(65535 * value / scale), scale in maps.json

@@ -125,10 +125,25 @@ def cmd_train_baseline(args) -> int:
     for name in ("steps", "batch", "seed", "device"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
+    if "resolution" not in overrides:               # train at the data's own size unless told otherwise
+        overrides["resolution"] = _data_resolution(args.data)
     config = baseline_config(args.method, args.preset, **overrides)
     summary = train_baseline(args.method, args.data, args.out, config, resume=args.resume, progress=not args.no_progress)
     print(json.dumps({k: v for k, v in summary.items() if k != "trainer"}, indent=2, default=str))
     return 0
+
+
+def _data_resolution(data) -> int:
+    """Side of the first training image of an MVTec-layout folder (errors name the folder or file)."""
+    from hqanogan_core.data.folder import read_grayscale, scan_split
+
+    samples = scan_split(data, "train")
+    if not samples:
+        raise FileNotFoundError(f"no training images under {data}/train/good")
+    h, w = read_grayscale(samples[0].path).shape
+    if h != w:
+        raise ValueError(f"{samples[0].path} is {h} x {w}; baselines need square images (pass --set resolution=N)")
+    return h
 
 
 def _parse_settings(items) -> list[tuple[str, object]]:

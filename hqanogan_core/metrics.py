@@ -152,13 +152,14 @@ def image_metrics(scores, labels, n_boot: int = 1000, seed: int = 0) -> dict:
 
 def pro_curve(maps, masks, fpr_limit: float = 0.3, max_thresholds: int = 10_000
               ) -> tuple[np.ndarray, np.ndarray]:
-    """(FPR, PRO) points of the per-region-overlap curve (Bergmann et al., IJCV 2021), FPR <= `fpr_limit`.
+    """(FPR, PRO) points of the per-region-overlap curve (Bergmann et al., IJCV 2021), up to and including
+    the first point at or beyond `fpr_limit`.
 
     Regions are the 4-connected components of each mask. At a threshold t a pixel is called abnormal when
     its map value is >= t; PRO(t) is the mean over all regions of the fraction of the region's pixels
     called abnormal, and FPR(t) the fraction of all mask-free pixels (of every image) called abnormal.
-    Thresholds are the distinct values of the mask-free pixels, largest first (thinned evenly to
-    `max_thresholds`), preceded by one just above the largest, where FPR = 0.
+    Thresholds are the distinct map values from the largest down to the first at which FPR reaches the
+    limit (thinned evenly to `max_thresholds`), preceded by +inf, where FPR = PRO = 0.
     """
     from scipy import ndimage
 
@@ -172,15 +173,17 @@ def pro_curve(maps, masks, fpr_limit: float = 0.3, max_thresholds: int = 10_000
         regions += [np.sort(a[labelled == k]) for k in range(1, n + 1)]      # ascending pixel values
     if not regions:
         raise ValueError("PRO needs at least one anomalous region in the masks")
-    negatives = np.sort(maps[~masks])[::-1]                                    # descending
+    negatives = np.sort(maps[~masks])                                          # ascending
     if negatives.size == 0:
         raise ValueError("PRO needs mask-free pixels to measure false positives")
-    n_limit = int(np.floor(fpr_limit * negatives.size))
-    candidates = np.unique(negatives[: max(n_limit, 1)])[::-1]                # distinct, descending
+    n_limit = int(np.ceil(fpr_limit * negatives.size))                         # negatives called abnormal
+    lowest = negatives[max(negatives.size - n_limit, 0)] if n_limit < negatives.size else -np.inf
+    values = maps.ravel()
+    candidates = np.unique(values[values >= lowest])[::-1]                     # distinct, descending
     if candidates.size > max_thresholds:
         candidates = candidates[np.linspace(0, candidates.size - 1, max_thresholds).round().astype(int)]
-    thresholds = np.r_[np.nextafter(negatives[0], np.inf), candidates]
-    fpr = (negatives.size - np.searchsorted(negatives[::-1], thresholds, side="left")) / negatives.size
+    thresholds = np.r_[np.inf, candidates]
+    fpr = (negatives.size - np.searchsorted(negatives, thresholds, side="left")) / negatives.size
     pro = np.mean([(r.size - np.searchsorted(r, thresholds, side="left")) / r.size for r in regions], axis=0)
     return fpr, pro
 
@@ -188,11 +191,11 @@ def pro_curve(maps, masks, fpr_limit: float = 0.3, max_thresholds: int = 10_000
 def aupro(maps, masks, fpr_limit: float = 0.3, max_thresholds: int = 10_000) -> float:
     """Area under the PRO curve up to `fpr_limit`, divided by `fpr_limit` (1 = perfect; MVTec AD's AUPRO).
 
-    Trapezoids between the points of `pro_curve`; the last segment is cut at `fpr_limit` by linear
+    Trapezoids between the points of `pro_curve`; the segment crossing `fpr_limit` is cut there by linear
     interpolation."""
+    if not 0 < fpr_limit <= 1:
+        raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
     fpr, pro = pro_curve(maps, masks, fpr_limit, max_thresholds)
-    if fpr[-1] < fpr_limit:        # the next threshold would pass the limit: extend flat at the last PRO
-        fpr, pro = np.r_[fpr, fpr_limit], np.r_[pro, pro[-1]]
     keep = fpr <= fpr_limit
     f, p = fpr[keep], pro[keep]
     if f[-1] < fpr_limit:

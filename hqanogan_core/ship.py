@@ -23,8 +23,10 @@ from . import checkpoint as ckpt
 from . import metrics
 from .data.splits import load_split
 from .methods import METHODS
+from .methods.base import n_parameters
 from .methods.learned import SHIPPED_WEIGHTS, weights_file
 from .provenance import code_revision, file_sha256, portable_path
+from .train.baselines import build_nets
 from .train.loop import read_log, step_seconds
 
 BASELINE_FORMAT = "hqanogan-pretrained-baseline-v1"
@@ -76,7 +78,7 @@ def export_baseline(run_dir, out_dir, method: str, data, command: str, note: str
         "training": {"steps": meta["step"], "step_seconds": shipped_meta["train_seconds"],
                      "step_seconds_measures": "time inside the training step only (log.jsonl s_per_step x steps)",
                      "device": start.get("device"), "torch": meta.get("torch"), "images": start.get("n_images"),
-                     "parameters": int(sum(v.numel() for v in nets.values()))},
+                     "parameters": n_parameters(*build_nets(method, meta["arch"]).values())},   # not buffers
         "data": _data_section(data),
         "validation": validation_auroc(method, out_dir, data),
     }

@@ -1,5 +1,6 @@
 """Floors, the benchmark harness and the `benchmark` CLI on a tiny hand-made dataset."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -103,3 +104,37 @@ def test_cli_errors_are_clear(tiny_dataset, tmp_path, capsys):
     assert "unknown method 'nope'" in capsys.readouterr().err
     assert main(["benchmark", "--data", str(tmp_path / "missing"), "--methods", "mean"]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_cli_score_any_method_with_options(tiny_dataset, tmp_path, capsys):
+    import csv
+
+    out, maps = tmp_path / "pca.csv", tmp_path / "maps"
+    assert main(["score", "--method", "pca", "--set", "pca.variance=0.9", "--data", str(tiny_dataset),
+                 "--out", str(out), "--maps", str(maps)]) == 0
+    assert "with pca" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out)))
+    assert list(rows[0]) == ["image", "anomaly_type", "gt_label", "pred_score"] and len(rows) == 40
+    assert len(list(maps.rglob("*.png"))) == 40 and json.loads((maps / "maps.json").read_text())["method"] == "pca"
+    # a method without maps, an unknown option, and a missing run folder: exit 2, named
+    assert main(["score", "--method", "mean", "--data", str(tiny_dataset), "--out", str(out), "--maps", str(maps)]) == 2
+    assert "gives no anomaly maps" in capsys.readouterr().err
+    assert main(["score", "--method", "pca", "--set", "pca.bogus=1", "--data", str(tiny_dataset), "--out", str(out)]) == 2
+    assert "bogus" in capsys.readouterr().err
+    missing = tmp_path / "no_such_run"
+    assert main(["score", "--method", "ae", "--set", f"ae.run={missing}", "--data", str(tiny_dataset),
+                 "--out", str(out)]) == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_benchmark_cache_reuses_stored_results(tiny_dataset, tmp_path):
+    kw = dict(n_boot=50, seed=0, cache=tmp_path / "cache", log=open(os.devnull, "w"))
+    first = run_benchmark(tiny_dataset, ["pca"], out=tmp_path / "a", **kw)["methods"]["pca"]
+    assert "cached_from" not in first and (tmp_path / "cache" / "pca" / "result.json").is_file()
+    second = run_benchmark(tiny_dataset, ["pca"], out=tmp_path / "b", **kw)["methods"]["pca"]
+    assert second["cached_from"].endswith("pca/result.json")
+    assert second["image"] == first["image"] and second["aupro"] == first["aupro"]
+    assert load_scores(tmp_path / "b", ["pca"])[2]["pca"] == pytest.approx(load_scores(tmp_path / "a", ["pca"])[2]["pca"])
+    # other options: not the stored result
+    third = run_benchmark(tiny_dataset, ["pca"], method_options={"pca": {"variance": 0.5}}, **kw)["methods"]["pca"]
+    assert "cached_from" not in third

@@ -76,3 +76,139 @@ def test_clear_errors():
         metrics.auroc([1, 2, 3], [0, 1])
     with pytest.raises(ValueError, match="non-finite"):
         metrics.auroc([1, np.nan], [0, 1])
+
+
+# ----------------------------------------------------------------------------- AUPRO
+
+
+def _hand_example():
+    """Two 2x3 maps, three 4-connected regions.
+
+    image A  map  0.9 0.8 0.1     mask  1 1 0     R1 = {0.9, 0.8} (two pixels side by side)
+                  0.3 0.0 0.6           0 0 1     R2 = {0.6} (only diagonal to R1: its own region)
+    image B  map  0.7 0.2 0.0     mask  0 0 0
+                  0.7 0.6 0.0           1 0 0     R3 = {0.7}
+    mask-free pixels (8): 0.7 0.6 0.3 0.2 0.1 0.0 0.0 0.0
+    """
+    maps = np.array([[[0.9, 0.8, 0.1], [0.3, 0.0, 0.6]], [[0.7, 0.2, 0.0], [0.7, 0.6, 0.0]]])
+    masks = np.array([[[1, 1, 0], [0, 0, 1]], [[0, 0, 0], [1, 0, 0]]], dtype=bool)
+    return maps, masks
+
+
+def test_aupro_hand_computed():
+    maps, masks = _hand_example()
+    # FPR limit 0.25 = 2 of the 8 mask-free pixels; thresholds: +inf, then every distinct value down to 0.6
+    #   t = inf:  FPR 0          PRO 0
+    #   t = 0.9:  FPR 0          PRO (1/2 + 0 + 0) / 3 = 1/6              (R1's 0.9)
+    #   t = 0.8:  FPR 0          PRO (1 + 0 + 0) / 3 = 1/3                (R1's 0.8)
+    #   t = 0.7:  FPR 1/8        PRO (1 + 0 + 1) / 3 = 2/3                (B's normal 0.7 and R3's 0.7)
+    #   t = 0.6:  FPR 2/8 = 0.25 PRO (1 + 1 + 1) / 3 = 1                  (B's normal 0.6 and R2's 0.6)
+    # trapezoids (the first two have width 0): 1/8 * (1/3 + 2/3) / 2 + 1/8 * (2/3 + 1) / 2 = 1/16 + 5/48
+    # = 1/6; / 0.25 -> 2/3  (one region per image, 8-connected, would give 3/4; pooling pixels also 3/4)
+    fpr, pro = metrics.pro_curve(maps, masks, fpr_limit=0.25)
+    np.testing.assert_allclose(fpr, [0, 0, 0, 1 / 8, 2 / 8])
+    np.testing.assert_allclose(pro, [0, 1 / 6, 1 / 3, 2 / 3, 1])
+    assert metrics.aupro(maps, masks, fpr_limit=0.25) == pytest.approx(2 / 3)
+    # limit 0.3: the same points (a third mask-free pixel would pass 0.3), PRO stays 1 from 0.25 to 0.3:
+    #   (1/6 + 0.05 * 1) / 0.3 = (10/60 + 3/60) / 0.3 = 13/18
+    assert metrics.aupro(maps, masks, fpr_limit=0.3) == pytest.approx(13 / 18)
+    # limit 1: PRO is 1 from FPR 0.25 on: (1/6 + 0.75) / 1 = 11/12
+    assert metrics.aupro(maps, masks, fpr_limit=1.0) == pytest.approx(11 / 12)
+    assert metrics.aupro(maps, masks) == metrics.aupro(maps, masks, fpr_limit=0.3)       # the default
+
+
+def _random_masks(n=200, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, size, size), dtype=bool)
+    for m in masks:
+        r, c = rng.integers(0, size - 12, 2)
+        h, w = rng.integers(4, 12, 2)
+        m[r:r + h, c:c + w] = True
+    return masks
+
+
+def test_aupro_perfect_inverted_and_random():
+    masks = _random_masks()
+    perfect = masks + 0.1 * np.random.default_rng(1).uniform(size=masks.shape)        # every region above every normal
+    assert metrics.aupro(perfect, masks) == 1.0
+    assert metrics.aupro(1.0 - perfect, masks) == 0.0
+    # independent of the masks: PRO(FPR) ~ FPR, so the area up to L is ~ L^2 / 2 and AUPRO ~ L / 2
+    rand = np.random.default_rng(2).uniform(size=masks.shape)
+    assert metrics.aupro(rand, masks) == pytest.approx(0.15, abs=0.015)
+    assert metrics.aupro(rand, masks, fpr_limit=0.1) == pytest.approx(0.05, abs=0.01)
+    assert metrics.aupro(rand, masks, fpr_limit=1.0) == pytest.approx(0.5, abs=0.02)
+    # the curve stops just past the limit it was given (the last segment is cut there by interpolation)
+    for limit in (0.05, 0.3):
+        fpr, pro = metrics.pro_curve(rand, masks, fpr_limit=limit)
+        assert fpr[0] == 0 and fpr[-2] < limit <= fpr[-1] < limit + 0.01      # stops at the first point past it
+        assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(pro) >= 0)
+
+
+def test_aupro_errors():
+    maps, masks = _hand_example()
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.aupro(maps[:, :1], masks)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.aupro(maps[0], masks[0])                       # [H, W] is not [N, H, W]
+    with pytest.raises(ValueError, match="at least one anomalous region"):
+        metrics.aupro(maps, np.zeros_like(masks))
+    with pytest.raises(ValueError, match="mask-free pixels"):
+        metrics.aupro(maps, np.ones_like(masks))
+
+
+# ----------------------------------------------------------------------------- subsets of a split
+
+
+def _split():
+    from hqanogan_core.data.splits import SplitArrays
+
+    types = np.array(["good"] * 10 + ["nodule"] * 5 + ["effusion"] * 1 + ["good"] * 4)   # 14 good
+    n = len(types)
+    masks = np.zeros((n, 4, 4), dtype=bool)
+    masks[types != "good", 0, 0] = True
+    return SplitArrays(images=np.arange(n * 16, dtype=np.float32).reshape(n, 4, 4) / (n * 16),
+                       labels=(types != "good").astype(np.int64), types=types, masks=masks,
+                       paths=[f"/data/{t}/{i:03d}.png" for i, t in enumerate(types)])
+
+
+def test_stratified_subset():
+    from hqanogan_core.data.splits import stratified_subset
+
+    split = _split()
+    idx = stratified_subset(split, 3, seed=0)
+    assert np.all(np.diff(idx) > 0)                                        # sorted, no repeats
+    kinds, counts = np.unique(split.types[idx], return_counts=True)
+    assert dict(zip(kinds, counts)) == {"effusion": 1, "good": 3, "nodule": 3}   # effusion has only one
+    assert np.array_equal(idx, stratified_subset(split, 3, seed=0))                # seeded
+    assert any(not np.array_equal(idx, stratified_subset(split, 3, seed=s)) for s in range(1, 5))
+    # per-type counts; types not named are taken whole, larger counts than exist take everything
+    idx = stratified_subset(split, {"good": 2, "nodule": 50}, seed=1)
+    assert dict(zip(*np.unique(split.types[idx], return_counts=True))) == {"effusion": 1, "good": 2, "nodule": 5}
+    assert len(stratified_subset(split, 100)) == len(split)
+
+
+def test_split_take_keeps_everything_aligned():
+    split = _split()
+    index = np.array([15, 3, 11])
+    sub = split.take(index)
+    assert len(sub) == 3 and sub.paths == [split.paths[i] for i in index]
+    for field in ("images", "labels", "types", "masks"):
+        np.testing.assert_array_equal(getattr(sub, field), getattr(split, field)[index])
+    assert split.take(np.array([], dtype=int)).images.shape == (0, 4, 4)
+    # a boolean mask selects the same images and paths as its indices
+    normal = split.take(split.labels == 0)
+    assert len(normal) == 14 and all("/good/" in p for p in normal.paths)
+    np.testing.assert_array_equal(normal.images, split.images[split.labels == 0])
+    with pytest.raises(IndexError, match="boolean index"):
+        split.take(np.ones(3, dtype=bool))
+    no_masks = type(split)(split.images, split.labels, split.types, None, split.paths).take(index)
+    assert no_masks.masks is None and no_masks.paths == sub.paths
+
+
+def test_aupro_counts_region_pixels_between_normal_values():
+    # 1 x 6 image, region = the first two pixels, limit 0.5 (2 of the 4 mask-free pixels):
+    #   t = 0.9: FPR 0, PRO 1/2; t = 0.8: FPR 1/4, PRO 1/2; t = 0.3: FPR 1/4, PRO 1; t = 0.2: FPR 1/2, PRO 1
+    #   area = 1/4 * 1/2 + 1/4 * 1 = 3/8; / 0.5 -> 3/4 (as MVTec AD's reference compute_pro gives)
+    maps = np.array([[[0.9, 0.3, 0.8, 0.2, 0.1, 0.0]]])
+    masks = np.array([[[1, 1, 0, 0, 0, 0]]], dtype=bool)
+    assert metrics.aupro(maps, masks, fpr_limit=0.5) == pytest.approx(0.75)

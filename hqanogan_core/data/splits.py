@@ -32,8 +32,14 @@ class SplitArrays:
         return len(self.labels)
 
     def take(self, index: np.ndarray) -> "SplitArrays":
-        """The images at `index`, in that order."""
+        """The images at `index` (integer indices, in that order, or a boolean mask [N])."""
         index = np.asarray(index)
+        if index.size == 0:
+            index = index.astype(np.int64)
+        if index.dtype == bool:       # else the paths would be taken at 0 / 1, out of step with the arrays
+            if index.shape != (len(self),):
+                raise IndexError(f"boolean index of shape {index.shape} for a split of {len(self)} images")
+            index = np.flatnonzero(index)
         return replace(self, images=self.images[index], labels=self.labels[index], types=self.types[index],
                        masks=None if self.masks is None else self.masks[index],
                        paths=[self.paths[i] for i in index])

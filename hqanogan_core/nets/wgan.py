@@ -6,8 +6,9 @@ critic (Gulrajani et al. 2017, 64 px ResNet) and the izi_f image encoder.
     Critic     conv3x3 -> residual down-blocks -> features f(x) [N, 8w*16] -> linear  [N] (no sigmoid)
     Encoder    the critic's trunk -> linear -> tanh                                   [N, z_dim]
 
-Channels: 8w at 4 px, halving per doubling of resolution down to w (capped below at w), as in the 64 px
-WGAN-GP ResNet with w = 64. No batch norm in the critic (it would break the per-sample gradient penalty).
+Channels (64 px and up): 8w at 4 px, halving per doubling down to w at R/2 (8w, 4w, 2w, w at 64 px, the
+64 px WGAN-GP ResNet with w = 64; larger images keep 8w for the extra coarse levels). Below 64 px the
+list is the last levels of the 64 px one (4w, 2w, w at 32 px). No batch norm in the critic (it would break the per-sample gradient penalty).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class WganConfig:
 
 
 def level_widths(cfg: WganConfig) -> list[int]:
-    """Channels at 4, 8, ..., R/2 px (the input of each up-block / output of each down-block)."""
+    """Channels at 4, 8, ..., R/2 px (the input of each up-block / output of each down-block); see above."""
     n = int(math.log2(cfg.resolution)) - 2
     assert 2 ** (n + 2) == cfg.resolution and n >= 1, f"resolution must be a power of two >= 8, got {cfg.resolution}"
     return [cfg.width * max(8 // 2 ** max(i - (n - 4), 0), 1) for i in range(n)]

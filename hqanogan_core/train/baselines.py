@@ -89,7 +89,7 @@ class FAnoGANConfig(BaselineConfig):
 
 @dataclass
 class GanomalyConfig(BaselineConfig):
-    steps: int = 840              # 15 epochs of 3,600 images at batch 64, the paper's schedule
+    steps: int = 940              # 15 epochs of the 4,000 training normals at batch 64, the paper's schedule
     lr: float = 2e-4
     betas: tuple = (0.5, 0.999)
     nz: int = 100
@@ -104,7 +104,7 @@ GPU_PRESETS = {
     "vae": {"width": 64, "steps": 20000, "batch": 64},
     "fanogan": {"width": 64, "gan_steps": 100000, "steps": 150000, "batch": 64, "encoder_lr": 5e-5,
                 "snapshot_every": 1000},
-    "ganomaly": {"width": 64, "steps": 15 * 1000, "batch": 64},
+    "ganomaly": {"width": 64, "steps": 940, "batch": 64},     # 15 epochs of 4,000 images
 }
 
 
@@ -139,7 +139,7 @@ class NetsTrainer:
         return self.images[idx].to(self.device), g
 
     def state(self) -> tuple[dict, dict]:
-        tensors, meta = {}, {"kind": "baseline", "format": BASELINE_FORMAT, "method": self.method,
+        tensors, meta = {}, {"kind": "baseline", "baseline_format": BASELINE_FORMAT, "method": self.method,
                              "config": self.cfg.to_dict(), "arch": self.arch(), "step": self.step_idx,
                              "opt": {}, "torch": torch.__version__}
         for name, net in self.nets.items():
@@ -150,7 +150,15 @@ class NetsTrainer:
             meta["opt"][name] = m
         t, meta["rng"] = ckpt.rng_state()
         tensors.update(t)
+        meta["counters"] = self.counters()
         return tensors, meta
+
+    def counters(self) -> dict:
+        """Extra integers a trainer keeps (saved and restored with the checkpoint)."""
+        return {}
+
+    def set_counters(self, values: dict) -> None:
+        pass
 
     def save(self, path) -> Path:
         tensors, meta = self.state()
@@ -168,6 +176,7 @@ class NetsTrainer:
             ckpt.load_optimizer_state(opt, f"opt.{name}", tensors, meta["opt"][name])
         self.step_idx = int(meta["step"])
         ckpt.set_rng_state(tensors, meta["rng"])
+        self.set_counters(meta.get("counters", {}))
 
 
 # ----------------------------------------------------------------------------- autoencoder and VAE
@@ -296,15 +305,16 @@ class FAnoGANTrainer(NetsTrainer):
 # ----------------------------------------------------------------------------- GANomaly
 
 
-def ganomaly_generator_loss(G, D, x: torch.Tensor, cfg: GanomalyConfig) -> tuple[torch.Tensor, dict]:
-    """w_adv * ||f(x) - f(x_hat)||^2 + w_con * |x - x_hat| + w_enc * ||z - z_hat||^2 (batch means)."""
+def ganomaly_generator_loss(G, D, x: torch.Tensor, cfg: GanomalyConfig) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """w_adv * ||f(x) - f(x_hat)||^2 + w_con * |x - x_hat| + w_enc * ||z - z_hat||^2 (batch means); also x_hat."""
     x_hat, z, z_hat = G(x)
     _, f_real = D(x)
     _, f_fake = D(x_hat)
     adv = F.mse_loss(f_fake, f_real.detach())
     con = F.l1_loss(x_hat, x)
     enc = F.mse_loss(z_hat, z)
-    return cfg.w_adv * adv + cfg.w_con * con + cfg.w_enc * enc, {"adv": adv.item(), "con": con.item(), "enc": enc.item()}
+    terms = {"adv": adv.item(), "con": con.item(), "enc": enc.item()}
+    return cfg.w_adv * adv + cfg.w_con * con + cfg.w_enc * enc, terms, x_hat
 
 
 class GanomalyTrainer(NetsTrainer):
@@ -321,17 +331,21 @@ class GanomalyTrainer(NetsTrainer):
     def arch(self) -> dict:
         return _arch(self.cfg, nz=self.cfg.nz)
 
+    def counters(self) -> dict:
+        return {"d_resets": self.d_resets}
+
+    def set_counters(self, values: dict) -> None:
+        self.d_resets = int(values.get("d_resets", 0))
+
     def step(self) -> dict:
         G, D = self.nets["G"], self.nets["D"]
         x, _ = self.batch()
-        loss_g, terms = ganomaly_generator_loss(G, D, x, self.cfg)
+        loss_g, terms, x_hat = ganomaly_generator_loss(G, D, x, self.cfg)
         self.opts["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         self.opts["G"].step()
-        with torch.no_grad():
-            x_hat = G(x)[0]
-        real_logit, _ = D(x)
-        fake_logit, _ = D(x_hat)
+        real_logit, _ = D(x)                  # D learns on the fake of this step's forward pass (official order)
+        fake_logit, _ = D(x_hat.detach())
         loss_d = 0.5 * (F.binary_cross_entropy_with_logits(real_logit, torch.ones_like(real_logit))
                         + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit)))
         self.opts["D"].zero_grad(set_to_none=True)

@@ -1,0 +1,54 @@
+"""The shipped baselines (data/pretrained/<name>) load, are small, and reproduce their manifest's
+validation AUROC from the shipped weights through the method interface."""
+import json
+
+import numpy as np
+import pytest
+
+from hqanogan_core.data.default import phantom_dataset
+from hqanogan_core.data.splits import load_split
+from hqanogan_core.methods import METHODS
+from hqanogan_core.methods.learned import load_baseline_nets, shipped_path
+from hqanogan_core.metrics import auroc
+from hqanogan_core.ship import read_baseline_manifest
+
+SHIPPED = ["ae", "vae", "fanogan", "ganomaly"]
+TOLERANCE = 1e-6      # same weights, same images, same code: deterministic on the CPU up to float summation order
+ALL_SHIPPED_LIMIT = 40_000_000
+
+
+@pytest.fixture(scope="module")
+def valid():
+    data = phantom_dataset()          # the default 64 px phantom the manifests were computed on (cached)
+    return data, load_split(data, "valid")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_baseline_folder_is_complete(name):
+    path = shipped_path(name)
+    m = read_baseline_manifest(path)
+    on_disk = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    assert m["total_bytes"] == on_disk < 10_000_000
+    assert m["method"] == name and m["training"]["steps"] > 0 and m["training"]["step_seconds"] > 0
+    assert m["command"].startswith("python -m hqanogan_core train-baseline " + name)
+    assert not json.dumps(m).count("/work/"), "a manifest must not record this machine's paths"
+    nets, meta = load_baseline_nets(path, name)
+    assert meta["arch"]["resolution"] == 64 and all(not p.requires_grad for n in nets.values() for p in n.parameters())
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_baseline_reproduces_validation_auroc(name, valid):
+    data, split = valid
+    m = read_baseline_manifest(shipped_path(name))
+    if m["data"]["fingerprint"] != (data / "fingerprint.txt").read_text().strip():
+        pytest.fail(f"{name} was validated on another phantom ({m['data']['fingerprint']}); re-export it")
+    method = METHODS[name]()                  # no options: must pick the shipped weights
+    method.fit(split.images[split.labels == 0])   # loads the weights (these methods fit nothing else)
+    assert method.info()["weights"].endswith(f"pretrained/{name}")
+    scores = method.score(split.images)["pred_score"]
+    assert np.isfinite(scores).all()
+    assert abs(auroc(scores, split.labels) - m["validation"]["auroc"]) <= TOLERANCE
+
+
+def test_all_shipped_baselines_together_are_small():
+    assert sum(read_baseline_manifest(shipped_path(n))["total_bytes"] for n in SHIPPED) < ALL_SHIPPED_LIMIT

@@ -1,9 +1,9 @@
 """Peer check: anomalib's GANomaly, trained on our split with our budget, vs our GANomaly; same harness.
 
-    python benchmarks/peer_ganomaly.py [--data DIR] [--steps N] [--seed S] [--n-boot B] [--json OUT]
+    python benchmarks/peer_ganomaly.py [--install] [--data DIR] [--steps N] [--seed S] [--n-boot B] [--json OUT]
 
-anomalib is NOT a requirement of the package: this script installs it into the running interpreter
-when it is missing (`python -m pip install anomalib==2.7.0`). On torch 2.14.1+cu130 that install
+anomalib is NOT a requirement of the package: with --install this script installs it into the running
+interpreter when it is missing (`python -m pip install anomalib==2.7.0`). On torch 2.14.1+cu130 that install
 changes no installed package (torch included); it only adds (pip freeze diff, ~1 min): anomalib 2.7.0,
 aiohappyeyeballs, aiohttp, aiosignal, anyio, docstring_parser, einops, FrEIA 0.2, frozenlist, h11, hf-xet,
 httpcore2, httpx2, huggingface_hub, imagecodecs, ImageIO, jsonargparse, kornia 0.9.0, kornia_rs,
@@ -51,11 +51,14 @@ ANOMALIB = "anomalib==2.7.0"
 BATCH = 128   # images per forward pass when scoring (as methods.learned)
 
 
-def ensure_anomalib() -> str:
-    """Install anomalib into this interpreter if it is not importable; return its version."""
+def ensure_anomalib(install: bool) -> str:
+    """anomalib's version; with `install`, pip-install it into this interpreter first if it is missing."""
     try:
         import anomalib
     except ImportError:
+        if not install:
+            raise SystemExit(f"anomalib is not installed; rerun with --install to pip-install {ANOMALIB} into "
+                             f"{sys.prefix} (about 35 packages, none of them a requirement of hqanogan_core)")
         print(f"[peer] installing {ANOMALIB} ...", file=sys.stderr, flush=True)
         subprocess.run([sys.executable, "-m", "pip", "install", ANOMALIB], check=True)
         importlib.invalidate_caches()
@@ -163,9 +166,10 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--json", type=Path, default=None, help="write the numbers here")
+    p.add_argument("--install", action="store_true", help=f"pip-install {ANOMALIB} if it is missing")
     args = p.parse_args(argv)
 
-    version = ensure_anomalib()
+    version = ensure_anomalib(args.install)
     if args.data is None:
         from hqanogan_core.data.default import phantom_dataset
         args.data = phantom_dataset()

@@ -23,7 +23,6 @@ else runs `run_encoder_ablation` itself, the same function the CLI ran.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -38,6 +37,7 @@ from .metrics import auroc
 from .data.splits import load_split, to_model_input
 from .pipeline import Pipeline, fit_scorer
 from .paths import data_dir
+from .provenance import tensor_digest
 from .recon import encode_images, reconstruction_metrics, summarise
 
 # name -> EncoderTrainConfig overrides; the first entry is the reference
@@ -83,6 +83,7 @@ def run_encoder_ablation(G, D, data, out_root, steps: int, batch: int = 8, varia
     from .nets.perceptual import PerceptualDistance
     from .checkpoint import read_meta
     from .train.encoder import EncoderTrainConfig, train_encoder
+    from .train.loop import read_log, step_seconds
 
     variants = variants if variants is not None else ENCODER_VARIANTS
     percep = percep or PerceptualDistance()
@@ -100,9 +101,8 @@ def run_encoder_ablation(G, D, data, out_root, steps: int, batch: int = 8, varia
         t0 = time.time()
         summary = train_encoder((G, D), images, out, cfg, resume=True, progress=progress, percep=percep)
         E = summary["trainer"].E.eval()
-        lines = _read_log(out / "log.jsonl")
-        train_seconds = sum(ln["s_per_step"] * (ln["step"] - prev) for ln, prev in
-                            zip(lines, [0] + [ln["step"] for ln in lines[:-1]]))
+        lines = [ln for ln in read_log(out / "log.jsonl") if "step" in ln]
+        train_seconds = step_seconds(lines)
         with torch.no_grad():
             result = evaluate_encoder(G, D, E, train.images, evaluation, percep, n_fit=n_fit, seed=seed)
         result.update(train_seconds=train_seconds, log=lines, config=cfg.to_dict(), encoder=E)
@@ -110,13 +110,6 @@ def run_encoder_ablation(G, D, data, out_root, steps: int, batch: int = 8, varia
         log(f"[ablation] {name}: PSNR {result['reconstruction']['psnr'][0]:.2f} dB, "
             f"AUROC {result['auroc'].get('hqanogan', float('nan')):.3f} ({time.time() - t0:.0f} s)")
     return results
-
-
-def _read_log(path: Path) -> list[dict]:
-    import json
-
-    lines = [json.loads(s) for s in path.read_text().splitlines() if s.strip()]
-    return [ln for ln in lines if "step" in ln]
 
 
 # ----------------------------------------------------------------------------- shipped results
@@ -127,16 +120,6 @@ RESULTS_FILE = "results.json"
 
 def default_ablation_path() -> Path:
     return data_dir() / "pretrained" / "ablation_encoder64"
-
-
-def tensor_digest(module: torch.nn.Module) -> str:
-    """sha256 over a module's state (names, shapes, bytes): which weights the results belong to."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def ablation_key(G, data, steps: int, batch: int, variants: dict, eval_split: str, n_fit: int, seed: int,

@@ -154,12 +154,13 @@ def _peak_rss_mb() -> float | None:
 
 
 def write_scores_csv(path: Path, test: SplitArrays, scores: np.ndarray, terms: dict | None = None) -> None:
-    """One row per image: path, type, label, pred_score, then any extra per-image score terms."""
+    """One row per image: path (relative to the dataset root when `test.root` is known), type, label,
+    pred_score, then any extra per-image score terms."""
     terms = {k: v for k, v in (terms or {}).items() if k != "pred_score"}
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["image", "anomaly_type", "gt_label", "pred_score", *terms])
-        for i, (p, t, y, s) in enumerate(zip(test.paths, test.types, test.labels, scores)):
+        for i, (p, t, y, s) in enumerate(zip(test.relative_paths(), test.types, test.labels, scores)):
             writer.writerow([p, t, int(y), f"{s:.8g}", *(f"{v[i]:.8g}" for v in terms.values())])
 
 
@@ -193,15 +194,10 @@ def headline_numbers(report: dict) -> dict:
 
 def load_scores(out_dir: str | Path, methods: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
     """Read back the per-image scores CSVs: (labels [N], anomaly types [N], {method: scores [N]})."""
-    scores, labels, types = {}, None, None
-    for name in methods:
-        with open(Path(out_dir) / f"scores_{name}.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
-        scores[name] = np.array([float(r["pred_score"]) for r in rows])
-        labels = np.array([int(r["gt_label"]) for r in rows])
-        types = np.array([r["anomaly_type"] for r in rows])
-    return labels, types, scores
-
+    scores = {name: load_score_terms(out_dir, name)["pred_score"] for name in methods}
+    with open(Path(out_dir) / f"scores_{methods[-1]}.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return np.array([int(r["gt_label"]) for r in rows]), np.array([r["anomaly_type"] for r in rows]), scores
 
 def run_benchmark(
     data: str | Path,
@@ -232,7 +228,7 @@ def run_benchmark(
     test = load_split(data, "test", size)
     valid = load_split(data, "valid", size) if (Path(data) / "valid").is_dir() else None
     report = {
-        "data": str(data),
+        "data": portable_path(data),
         "device": device_description(),
         "n_train": int(len(train.labels)),
         "n_test": int(len(test.labels)),
@@ -256,7 +252,7 @@ def run_benchmark(
             result = evaluate(run.scores, run.test, run.maps, n_boot=n_boot, seed=seed)
             result.update(run.timing, n_test=len(run.test), test_subset=getattr(run.method, "test_subset", None))
             if cache is not None:
-                _store_result(Path(cache) / name, result_key(name, options, run, n_boot, seed), result, run)
+                _store_result(Path(cache) / name, result_key(name, options, run, train, n_boot, seed), result, run)
         if fitted is not None:  # the caller wants the fitted objects (e.g. to draw maps in the book)
             fitted[name] = run
         report["methods"][name] = result
@@ -273,12 +269,39 @@ def run_benchmark(
     return report
 
 
-def result_key(name: str, options: dict | None, run: MethodRun, n_boot: int, seed: int) -> dict:
-    """What a stored result depends on: method, options, bootstrap, the scored images, the weights."""
+def _digest(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is not None:
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+# what a stored result's numbers depend on besides the method's own classes (hashed into its key)
+RESULT_CODE = ("benchmark.py", "metrics.py", "data/splits.py", "data/folder.py", "data/preprocess.py",
+               "train/baselines.py", "methods/learned.py", "methods/base.py")
+
+
+def _code_digest(method) -> str:
+    """sha256 over the source of the method's classes, its networks (every nets/ module) and RESULT_CODE."""
+    root = Path(__file__).parent
+    files = {Path(inspect.getsourcefile(c)) for c in type(method).__mro__ if c.__module__.startswith("hqanogan_core")}
+    files |= set((root / "nets").glob("*.py")) | {root / f for f in RESULT_CODE}
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def result_key(name: str, options: dict | None, run: MethodRun, train: SplitArrays, n_boot: int, seed: int) -> dict:
+    """What a stored result depends on: method, options, bootstrap, the training and scored images with
+    their labels and masks, the weights the method loaded, and the code that computed it."""
     digest = getattr(run.method, "weights_digest", lambda: None)()
+    test = run.test
     return {"method": name, "options": json.loads(json.dumps(options or {}, sort_keys=True, default=str)),
-            "n_boot": n_boot, "seed": seed, "weights_sha256": digest,
-            "images_sha256": hashlib.sha256(np.ascontiguousarray(run.test.images).tobytes()).hexdigest()}
+            "n_boot": n_boot, "seed": seed, "weights_sha256": digest, "code_sha256": _code_digest(run.method),
+            "train_sha256": _digest(train.images),
+            "test_sha256": _digest(test.images, test.labels, test.types.astype("U32"), test.masks)}
 
 
 def _store_result(folder: Path, key: dict, result: dict, run: MethodRun) -> None:
@@ -302,7 +325,7 @@ def _cached_run(name, train, test, seed, options, valid, folders, n_boot):
     method.fit(train.images, valid=valid)
     fit_seconds = time.perf_counter() - t0
     probe = MethodRun(np.zeros(len(scored)), None, {}, {}, method, scored)
-    key = result_key(name, options, probe, n_boot, seed)
+    key = result_key(name, options, probe, train, n_boot, seed)
     for folder in folders:
         file = Path(folder) / name / "result.json"
         if file.is_file() and json.loads(file.read_text())["key"] == key:
@@ -352,12 +375,11 @@ def score_split(data, out_csv, method: str = "hqanogan", options: dict | None = 
         if maps is None:
             raise ValueError(f"method {method!r} gives no anomaly maps; drop --maps")
         maps_dir = Path(maps_dir)
-        scale = MAP_SCALE if method == "hqanogan" else float(np.max(maps)) or 1.0
+        scale = getattr(model, "map_scale", None) or float(np.max(maps)) or 1.0      # fixed units, else the max
         for path, kind, m in zip(target.paths, target.types, maps):
             write_map_png(maps_dir / str(kind) / (Path(path).stem + ".png"), m, scale)
         (maps_dir / "maps.json").write_text(json.dumps({
-            "method": method, "what": "anomaly map per pixel, higher = more anomalous"
-            + (" (Gaussian-smoothed |x - G(E(x))|, x in [-1, 1])" if method == "hqanogan" else ""),
+            "method": method, "what": getattr(model, "map_description", "anomaly map per pixel, higher = more anomalous"),
             "png": "16-bit grayscale", "value": f"pixel / 65535 * {scale}",
         }, indent=2))
     labels = target.labels

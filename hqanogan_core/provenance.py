@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import torch
+
 from hqanogan_core.paths import REPO_ROOT
 
 
@@ -37,3 +39,13 @@ def portable_path(path: str | Path, repo: Path = REPO_ROOT) -> str:
         return path.relative_to(Path(repo).resolve()).as_posix()
     except ValueError:
         return os.path.join("...", *path.parts[-2:])
+
+
+def tensor_digest(module: torch.nn.Module) -> str:
+    """sha256 over a module's state (names, shapes, bytes): which weights the results belong to."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

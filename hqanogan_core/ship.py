@@ -24,12 +24,12 @@ from . import metrics
 from .data.splits import load_split
 from .methods import METHODS
 from .methods.base import n_parameters
-from .methods.learned import SHIPPED_WEIGHTS, weights_file
+from .methods.learned import SHIPPED_WEIGHTS, images_digest, weights_file
 from .provenance import code_revision, file_sha256, portable_path
 from .train.baselines import build_nets
 from .train.loop import read_log, step_seconds
 
-BASELINE_FORMAT = "hqanogan-pretrained-baseline-v1"
+SHIPPED_BASELINE_FORMAT = "hqanogan-pretrained-baseline-v1"   # the folder (its weights: train.baselines format)
 MANIFEST_FILE = "manifest.json"
 
 
@@ -45,10 +45,13 @@ def validation_auroc(method: str, weights, data, seed: int = 0, n_boot: int = 10
             "ci95": [lo, hi], "n_boot": n_boot}
 
 
-def _data_section(data) -> dict:
+def _data_section(data, train) -> dict:
+    """Where the weights were trained: the folder, its phantom fingerprint, and the digest of the training
+    images (`LearnedBaseline.fit` loads shipped weights only for exactly these images)."""
     data = Path(data)
     marker = data / "fingerprint.txt"
-    return {"path": portable_path(data), "fingerprint": marker.read_text().strip() if marker.exists() else None}
+    return {"path": portable_path(data), "fingerprint": marker.read_text().strip() if marker.exists() else None,
+            "train_images_sha256": images_digest(train.images), "n_train": len(train)}
 
 
 def export_baseline(run_dir, out_dir, method: str, data, command: str, note: str = "") -> dict:
@@ -62,9 +65,10 @@ def export_baseline(run_dir, out_dir, method: str, data, command: str, note: str
     if meta.get("kind") != "baseline" or meta.get("method") != method:
         raise ValueError(f"{source} is a {meta.get('method')!r} {meta.get('kind')!r} checkpoint, not {method!r}")
     lines = read_log(run_dir / "log.jsonl")
+    train = load_split(data, "train")
     nets = {k: v.float().contiguous() if v.is_floating_point() else v.contiguous()
             for k, v in sorted(tensors.items()) if k.startswith("net.")}
-    shipped_meta = {k: meta[k] for k in ("kind", "method", "config", "arch", "step")}
+    shipped_meta = {k: meta[k] for k in ("kind", "baseline_format", "method", "config", "arch", "step") if k in meta}
     shipped_meta["train_seconds"] = round(step_seconds(lines), 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt.save_checkpoint(out_dir / SHIPPED_WEIGHTS, nets, shipped_meta, sidecar=False)
@@ -72,15 +76,15 @@ def export_baseline(run_dir, out_dir, method: str, data, command: str, note: str
         shutil.copyfile(run_dir / "log.jsonl", out_dir / "log.jsonl")
     start = next((ln for ln in lines if ln.get("event") == "start"), {})
     manifest = {
-        "format": BASELINE_FORMAT, "method": method, "note": note, "command": command,
+        "format": SHIPPED_BASELINE_FORMAT, "method": method, "note": note, "command": command,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code": code_revision(),
         "config": meta["config"], "arch": meta["arch"], "seed": meta["config"]["seed"],
         "training": {"steps": meta["step"], "step_seconds": shipped_meta["train_seconds"],
                      "step_seconds_measures": "time inside the training step only (log.jsonl s_per_step x steps)",
                      "device": start.get("device"), "torch": meta.get("torch"), "images": start.get("n_images"),
                      "parameters": n_parameters(*build_nets(method, meta["arch"]).values())},   # not buffers
-        "data": _data_section(data),
-        "validation": validation_auroc(method, out_dir, data),
+        "data": _data_section(data, train),
+        "validation": validation_auroc(method, out_dir, data, train=train),
     }
     manifest["export_seconds"] = round(time.time() - t0, 1)
     write_manifest(out_dir, manifest)
@@ -109,9 +113,9 @@ def read_baseline_manifest(path) -> dict:
     if not file.is_file():
         raise FileNotFoundError(f"no baseline manifest at {file}")
     manifest = json.loads(file.read_text())
-    if manifest.get("format") != BASELINE_FORMAT:
-        raise ValueError(f"{file} has format {manifest.get('format')!r}, expected {BASELINE_FORMAT!r}")
+    if manifest.get("format") != SHIPPED_BASELINE_FORMAT:
+        raise ValueError(f"{file} has format {manifest.get('format')!r}, expected {SHIPPED_BASELINE_FORMAT!r}")
     return manifest
 
 
-__all__ = ["export_baseline", "validation_auroc", "read_baseline_manifest", "BASELINE_FORMAT"]
+__all__ = ["export_baseline", "validation_auroc", "read_baseline_manifest", "SHIPPED_BASELINE_FORMAT"]

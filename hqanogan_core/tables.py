@@ -23,14 +23,15 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def method_table(report: dict, methods=None, bold: str | None = None) -> str:
     """One row per method: image AUROC / AP / sensitivity at 95 % specificity [95 % CI], pixel AUROC, AUPRO,
-    training time, ms per image, parameters, images scored."""
+    training time (the networks' training steps for learned methods, else the harness's fit time), ms per
+    image, parameters, images scored."""
     rows = []
     for name in methods or report["methods"]:
         r = report["methods"][name]
         info = r.get("info") or {}
         label = f"**{name}**" if name == bold else name
         rows.append([label, _ci(r["image"]["auroc"]), _ci(r["image"]["ap"]), _ci(r["image"]["sens_at_95spec"], 2),
-                     _opt(r.get("pixel_auroc"), ".3f"), _opt(r.get("aupro"), ".3f"), _duration(info.get("train_seconds")),
+                     _opt(r.get("pixel_auroc"), ".3f"), _opt(r.get("aupro"), ".3f"), _duration(info.get("train_seconds") or r.get("train_seconds")),
                      _opt(r.get("ms_per_image"), ".1f"), _opt(info.get("parameters"), ","), str(r.get("n_test", "–"))])
     header = ["method", "AUROC [95 % CI]", "AP [95 % CI]", "sens. @ 95 % spec.", "pixel AUROC", "AUPRO",
               "training", "ms / image", "parameters", "images"]

@@ -2,7 +2,6 @@
 trainer, shipping (export + load + validation AUROC) and the train-baseline / export-baseline CLI."""
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -23,7 +22,8 @@ from hqanogan_core.nets import autoencoder as ae_nets
 from hqanogan_core.nets import ganomaly as ganomaly_nets
 from hqanogan_core.nets import wgan
 from hqanogan_core.provenance import file_sha256
-from hqanogan_core.ship import BASELINE_FORMAT, export_baseline, read_baseline_manifest, validation_auroc
+from hqanogan_core.provenance import portable_path
+from hqanogan_core.ship import SHIPPED_BASELINE_FORMAT, export_baseline, read_baseline_manifest, validation_auroc
 from hqanogan_core.train.baselines import CHECKPOINT_NAME, GPU_PRESETS, RECIPES, baseline_config, train_baseline
 
 TRAINABLE = ["ae", "vae", "fanogan", "ganomaly"]
@@ -290,7 +290,7 @@ def test_export_load_round_trip_and_validation_auroc(method, phantom16, tmp_path
 
     # the manifest: what, how, and every file's digest; no absolute path of this machine
     assert read_baseline_manifest(out) == json.loads(json.dumps(manifest))
-    assert manifest["format"] == BASELINE_FORMAT and manifest["command"] == command
+    assert manifest["format"] == SHIPPED_BASELINE_FORMAT and manifest["command"] == command
     assert manifest["training"]["steps"] == 2 and manifest["training"]["parameters"] == n_parameters(*nets.values())
     assert manifest["seed"] == 0 and manifest["arch"]["resolution"] == 16
     on_disk = {p.name: p for p in out.iterdir()}
@@ -309,7 +309,7 @@ def test_export_load_round_trip_and_validation_auroc(method, phantom16, tmp_path
     model = METHODS[method](run=out).fit(load_split(phantom16, "train").images)
     valid = load_split(phantom16, "valid")
     assert auroc(model.score(valid.images)["pred_score"], valid.labels) == v["auroc"]
-    assert model.info()["weights"] == str(out)
+    assert model.info()["weights"] == portable_path(out)
 
 
 def test_export_and_load_errors_name_the_path(phantom16, tmp_path):

@@ -11,7 +11,8 @@ from torch import nn
 from hqanogan_core.nets.perceptual import LpipsNet, PerceptualConfig, PerceptualDistance
 from hqanogan_core.nets.stylegan2 import Discriminator, Generator
 from hqanogan_core import checkpoint as ckpt
-from hqanogan_core.train.encoder import EncoderTrainConfig, EncoderTrainer, encoder_losses, load_encoder, train_encoder
+from hqanogan_core.pretrained import load_encoder
+from hqanogan_core.train.encoder import EncoderTrainConfig, EncoderTrainer, encoder_losses, train_encoder
 
 
 

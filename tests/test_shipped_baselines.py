@@ -8,7 +8,7 @@ import pytest
 from hqanogan_core.data.default import phantom_dataset
 from hqanogan_core.data.splits import load_split
 from hqanogan_core.methods import METHODS
-from hqanogan_core.methods.learned import load_baseline_nets, shipped_path
+from hqanogan_core.methods.learned import images_digest, load_baseline_nets, shipped_path
 from hqanogan_core.metrics import auroc
 from hqanogan_core.ship import read_baseline_manifest
 
@@ -18,9 +18,18 @@ ALL_SHIPPED_LIMIT = 40_000_000
 
 
 @pytest.fixture(scope="module")
-def valid():
+def splits():
     data = phantom_dataset()          # the default 64 px phantom the manifests were computed on (cached)
-    return data, load_split(data, "valid")
+    return data, load_split(data, "train"), load_split(data, "valid")
+
+
+def test_shipped_weights_serve_only_their_training_images(splits):
+    data, train, _ = splits
+    method, folder = METHODS["ae"](), shipped_path("ae")
+    assert method._shipped_fits(folder, train.images, images_digest(train.images))
+    other = train.images[:-1]                 # any other images (here one fewer): fit() would train instead
+    assert not method._shipped_fits(folder, other, images_digest(other))
+    assert not METHODS["ae"](steps=3)._shipped_fits(folder, train.images, images_digest(train.images))   # a budget
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -37,14 +46,14 @@ def test_shipped_baseline_folder_is_complete(name):
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_baseline_reproduces_validation_auroc(name, valid):
-    data, split = valid
+def test_shipped_baseline_reproduces_validation_auroc(name, splits):
+    data, train, split = splits
     m = read_baseline_manifest(shipped_path(name))
     if m["data"]["fingerprint"] != (data / "fingerprint.txt").read_text().strip():
         pytest.fail(f"{name} was validated on another phantom ({m['data']['fingerprint']}); re-export it")
-    method = METHODS[name]()                  # no options: must pick the shipped weights
-    method.fit(split.images[split.labels == 0])   # loads the weights (these methods fit nothing else)
-    assert method.info()["weights"].endswith(f"pretrained/{name}")
+    method = METHODS[name]()                  # no options: must pick the shipped weights, which serve
+    method.fit(train.images)                  # exactly the images they were trained on (fit only loads)
+    assert method.info()["weights"] == f"data/pretrained/{name}"
     scores = method.score(split.images)["pred_score"]
     assert np.isfinite(scores).all()
     assert abs(auroc(scores, split.labels) - m["validation"]["auroc"]) <= TOLERANCE

@@ -8,6 +8,7 @@ Files are read by `folder.read_grayscale` (8/16-bit, errors name the file) and r
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +28,13 @@ class SplitArrays:
     types: np.ndarray  # [N] str, "good" for normals
     masks: np.ndarray | None  # [N, H, W] bool, None when no masks exist
     paths: list[str]
+    root: str | None = None   # the dataset folder the paths lie in
+
+    def relative_paths(self) -> list[str]:
+        """Paths relative to `root` (as written in score CSVs: no machine-specific prefix)."""
+        if self.root is None:
+            return list(self.paths)
+        return [os.path.relpath(p, self.root) for p in self.paths]
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -69,6 +77,7 @@ def load_split(root: str | Path, split: str, size: int | None = None) -> SplitAr
         types=np.array([s.anomaly_type for s in samples]),
         masks=np.stack(masks) if has_masks else None,
         paths=[str(s.path) for s in samples],
+        root=str(root),
     )
 
 

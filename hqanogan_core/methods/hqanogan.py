@@ -9,15 +9,19 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
 from ..data.splits import resize_batch, to_model_input
 from ..pipeline import fit_scorer, load_pipeline
+from ..provenance import tensor_digest
 from ..scores import DEFAULT_TERMS, HQAnoGANScorer
 from .base import Method, check_images, n_parameters
 
 
 class HQAnoGAN(Method):
     name = "hqanogan"
+    map_scale = 2.0              # maps are |x - G(E(x))| with x in [-1, 1]: at most 2
+    map_description = "Gaussian-smoothed |x - G(E(x))| per pixel, x in [-1, 1]"
 
     def __init__(self, run=None, encoder=None, seed: int = 0, terms=DEFAULT_TERMS, device="cpu",
                  held_out_fraction: float = 0.1):
@@ -31,6 +35,10 @@ class HQAnoGAN(Method):
         G, D, E = self.pipe.G, self.pipe.D, self.pipe.E
         return {"name": self.name, "parameters": n_parameters(G, D, E), "fit_seconds": self.fit_seconds,
                 "train_seconds": self.pipe.info.get("train_seconds"), **self.pipe.info, "terms": list(self.terms), "held_out_fraction": self.held_out_fraction}
+
+    def weights_digest(self) -> str:
+        """sha256 over the generator's, discriminator's and encoder's tensors (stored results are keyed by it)."""
+        return tensor_digest(torch.nn.ModuleList([m for m in (self.pipe.G, self.pipe.D, self.pipe.E) if m is not None]))
 
     def fit(self, train: np.ndarray, valid=None) -> "HQAnoGAN":
         t0 = time.perf_counter()

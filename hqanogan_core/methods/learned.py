@@ -3,7 +3,7 @@
 `fit(train)` loads weights when it can and trains only when it must:
   1. `run=`: a train-baseline run folder (checkpoint.safetensors) or a shipped folder (weights.safetensors);
   2. else, unless `steps=` or `settings=` ask for a training budget, the shipped folder
-     data/pretrained/<name> if its resolution matches the images;
+     data/pretrained/<name> if it was trained on exactly these images (its manifest's digest);
   3. else it trains with `train.baselines` on the training normals (CPU budget, `steps=` / `settings=`
      override it), in a resumable run folder under the cache keyed by the settings.
 Everything loaded is safetensors + JSON (nothing unpickled); `info()` says which of the three happened.
@@ -19,14 +19,16 @@ import numpy as np
 import torch
 
 from .. import checkpoint as ckpt
-from ..data.splits import to_model_input
+from ..data.splits import resize_batch, to_model_input
 from ..paths import cache_dir, data_dir
+from ..provenance import file_sha256, portable_path
 from ..train import baselines as recipes
 from ..train.loop import read_log, step_seconds
 from .base import Method, check_images, n_parameters
 
 SHIPPED_WEIGHTS = "weights.safetensors"     # a shipped folder: net tensors + meta (see ship.py)
 BATCH = 128                                  # images per forward pass when scoring
+MAP_SIGMA = 1.0                              # px: every baseline's residual map is smoothed like HQ-AnoGAN's
 
 
 def shipped_path(method: str) -> Path:
@@ -61,10 +63,21 @@ def load_baseline_nets(path, method: str, device="cpu") -> tuple[dict[str, torch
     return nets, meta
 
 
+def images_digest(images: np.ndarray) -> str:
+    """sha256 of an image array as float32 (what a model was fitted on)."""
+    return hashlib.sha256(np.ascontiguousarray(images, dtype=np.float32).tobytes()).hexdigest()
+
+
 class LearnedBaseline(Method):
-    """Weights from a run, the shipped folder, or training (see the module docstring)."""
+    """Weights from a run, the shipped folder, or training (see the module docstring).
+
+    A subclass implements `forward(images) -> (restored [N, R, R] in [0, 1], {"pred_score": [N], ...})`
+    at the model's resolution R and sets `residual` ("squared" or "abs"); `score` and `anomaly_map` are
+    shared: the map is the smoothed residual between the (resized) input and the restoration, at R, then
+    resized back to the input's size."""
 
     recipe = "ae"          # the train.baselines recipe whose nets this method uses
+    residual = "squared"
 
     def __init__(self, run=None, steps: int | None = None, settings: dict | None = None, seed: int = 0,
                  device: str = "cpu", work=None):
@@ -72,9 +85,9 @@ class LearnedBaseline(Method):
         self.seed, self.device, self.work = seed, torch.device(device), work
         self.nets: dict[str, torch.nn.Module] = {}
         self.meta: dict = {}
-        self.source, self.weights_path = None, None
+        self.source, self.weights_path, self.train_log = None, None, []
         self.fit_seconds = 0.0
-        self._last = None
+        self._last = None        # (images, residual at R) of the last score() call
 
     # ------------------------------------------------------------------ weights
 
@@ -84,30 +97,34 @@ class LearnedBaseline(Method):
             overrides["steps"] = self.steps
         return recipes.baseline_config(self.recipe, **overrides)
 
-    def _train_dir(self, cfg) -> Path:
+    def _train_dir(self, cfg, data_digest: str) -> Path:
         if self.work is not None:
             return Path(self.work)
-        digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-        return cache_dir() / "runs" / f"{self.recipe}-{cfg.resolution}px-{digest}"
+        key = json.dumps({"config": cfg.to_dict(), "data": data_digest}, sort_keys=True).encode()
+        return cache_dir() / "runs" / f"{self.recipe}-{cfg.resolution}px-{hashlib.sha256(key).hexdigest()[:10]}"
+
+    def _shipped_fits(self, path: Path, train: np.ndarray, digest: str) -> bool:
+        """The shipped folder serves only the images it was trained on (its manifest's digest)."""
+        manifest = path / "manifest.json"
+        if self.steps is not None or self.settings or weights_file(path) is None or not manifest.is_file():
+            return False                                     # a budget given means "train", not "load"
+        return json.loads(manifest.read_text()).get("data", {}).get("train_images_sha256") == digest
 
     def fit(self, train: np.ndarray, valid=None) -> "LearnedBaseline":
         t0 = time.perf_counter()
         train = check_images(train, f"{self.name}.fit")
         resolution = train.shape[-1]
-        path = Path(self.run) if self.run is not None else shipped_path(self.recipe)
         if self.run is not None:
-            usable = True                                    # asked for: errors below name the file
-        else:                                                # a budget given means "train", not "load"
-            usable = (self.steps is None and not self.settings and weights_file(path) is not None
-                      and ckpt.read_meta(weights_file(path))["arch"]["resolution"] == resolution)
-        if not usable:
+            path, self.source = Path(self.run), portable_path(self.run)   # asked for: errors below name it
+        elif self._shipped_fits(shipped_path(self.recipe), train, digest := images_digest(train)):
+            path = shipped_path(self.recipe)
+            self.source = portable_path(path)
+        else:
             cfg = self._config(resolution)
-            path = self._train_dir(cfg)
+            path = self._train_dir(cfg, digest)
             recipes.train_baseline(self.recipe, to_model_input(train, resolution, cfg.channels), path, cfg,
                                    resume=True, progress=False)
-            self.source = f"trained in fit(): {path}"
-        else:
-            self.source = str(path)
+            self.source = f"trained in fit(): {portable_path(path)}"
         self.weights_path = Path(path)
         self.nets, self.meta = load_baseline_nets(path, self.recipe, self.device)
         if self.meta["arch"]["resolution"] != resolution:
@@ -119,20 +136,48 @@ class LearnedBaseline(Method):
 
     def weights_digest(self) -> str | None:
         """sha256 of the weights file in use (stored results are keyed by it)."""
-        from ..provenance import file_sha256
-
         file = weights_file(self.weights_path) if self.weights_path is not None else None
         return file_sha256(file) if file is not None else None
 
+    # ------------------------------------------------------------------ scoring
+
+    @property
+    def resolution(self) -> int:
+        return self.meta["arch"]["resolution"]
+
     def model_input(self, images: np.ndarray) -> torch.Tensor:
-        return to_model_input(check_images(images, self.name), self.meta["arch"]["resolution"],
-                              self.meta["arch"]["channels"])
+        return to_model_input(check_images(images, self.name), self.resolution, self.meta["arch"]["channels"])
 
     def batches(self, images: np.ndarray):
         """Model-input batches [B, C, R, R] on the device."""
         x = self.model_input(images)
         for i in range(0, len(x), BATCH):
             yield x[i:i + BATCH].to(self.device)
+
+    def forward(self, images: np.ndarray) -> tuple[np.ndarray, dict]:
+        raise NotImplementedError
+
+    def restore(self, images: np.ndarray) -> np.ndarray:
+        """The method's reconstruction in [0, 1] at its resolution. [N, R, R]"""
+        return self.forward(images)[0]
+
+    def _residual(self, images: np.ndarray, restored: np.ndarray) -> np.ndarray:
+        diff = resize_batch(check_images(images, self.name), self.resolution) - restored      # [N, R, R]
+        return diff ** 2 if self.residual == "squared" else np.abs(diff)
+
+    def score(self, images: np.ndarray) -> dict:
+        if not self.nets:
+            raise RuntimeError(f"{self.name}: call fit() before score()")
+        restored, out = self.forward(images)
+        self._last = (images, self._residual(images, restored))
+        return out
+
+    def anomaly_map(self, images: np.ndarray) -> np.ndarray:
+        """Smoothed residual to the restoration, at the input's size. [N, H, W]"""
+        same = self._last is not None and self._last[0] is images
+        residual = self._last[1] if same else self._residual(images, self.restore(images))
+        maps = smooth_maps(residual, MAP_SIGMA)
+        return maps if maps.shape[1:] == images.shape[1:] else resize_batch(maps, images.shape[1])
 
     def info(self) -> dict:
         return {"name": self.name, "parameters": n_parameters(*self.nets.values()), "weights": self.source,

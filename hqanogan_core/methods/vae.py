@@ -10,16 +10,16 @@ import numpy as np
 import torch
 
 from ..nets.autoencoder import gaussian_nll, kl_to_standard_normal
-from .ae import MAP_SIGMA
-from .learned import LearnedBaseline, smooth_maps
+from .learned import LearnedBaseline
 
 
 class VariationalAutoencoder(LearnedBaseline):
     name = "vae"
     recipe = "vae"
+    residual = "squared"
 
     @torch.no_grad()
-    def _forward(self, images: np.ndarray):
+    def forward(self, images: np.ndarray) -> tuple[np.ndarray, dict]:
         vae, sigma = self.nets["vae"], self.meta["config"]["sigma"]
         rec, nll, kl = [], [], []
         for x in self.batches(images):
@@ -28,17 +28,7 @@ class VariationalAutoencoder(LearnedBaseline):
             rec.append(x_hat.mean(dim=1).cpu())
             nll.append(gaussian_nll(x, x_hat, sigma).cpu())
             kl.append(kl_to_standard_normal(mu, logvar).cpu())
-        return ((torch.cat(rec) + 1) / 2).numpy(), torch.cat(nll).numpy(), torch.cat(kl).numpy()
-
-    def restore(self, images: np.ndarray) -> np.ndarray:
-        return self._forward(images)[0]
-
-    def score(self, images: np.ndarray) -> dict:
-        rec, nll, kl = self._forward(images)
-        residual = (images - rec) ** 2
-        self._last = (images, residual)
-        return {"pred_score": nll + kl, "kl": kl, "residual": residual.reshape(len(images), -1).mean(axis=1)}
-
-    def anomaly_map(self, images: np.ndarray) -> np.ndarray:
-        residual = self._last[1] if self._last and self._last[0] is images else (images - self.restore(images)) ** 2
-        return smooth_maps(residual, MAP_SIGMA)
+        restored = ((torch.cat(rec) + 1) / 2).numpy()
+        nll, kl = torch.cat(nll).numpy(), torch.cat(kl).numpy()
+        residual = self._residual(images, restored).reshape(len(images), -1).mean(axis=1)
+        return restored, {"pred_score": nll + kl, "kl": kl, "residual": residual}

@@ -17,6 +17,9 @@ import torch
 from torch import nn
 
 
+LOGVAR_RANGE = (-30.0, 20.0)   # keeps exp(logvar) finite in float32 early in training
+
+
 @dataclass
 class AutoencoderConfig:
     resolution: int = 64
@@ -95,7 +98,7 @@ class ConvVAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(x).chunk(2, dim=1)         # [N, latent] each
-        return mu, logvar.clamp(-30, 20)
+        return mu, logvar.clamp(*LOGVAR_RANGE)
 
     def forward(self, x: torch.Tensor, sample: bool = True):
         """(x_hat [N, C, R, R], mu, logvar); `sample=False` decodes the mean."""

@@ -6,7 +6,9 @@
     E     x_hat -> z_hat [N, nz]                    a second encoder, same shape as G_E
     D     x -> (logit [N], features [N, c, 4, 4])  the DCGAN encoder with nz = 1 (the features feed w_adv)
 
-Anomaly score: mean over nz of (z - z_hat)^2.
+Anomaly score: mean over nz of (z - z_hat)^2, as the official code computes it (the paper writes the
+L1 norm; the ranking of images, hence the AUROC, can differ slightly between the two).
+Weights start from the DCGAN initialisation the official code applies (`dcgan_init`).
 """
 from __future__ import annotations
 
@@ -96,3 +98,14 @@ class GanomalyDiscriminator(nn.Module):
         """(logit [N], features [N, c, 4, 4])."""
         logit, f = self.net(x)
         return logit[:, 0], f
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """DCGAN's initialisation (Radford et al. 2016; GANomaly's `weights_init`): conv weights ~ N(0, 0.02),
+    batch-norm scales ~ N(1, 0.02), batch-norm shifts 0. Use as `net.apply(dcgan_init)`."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+

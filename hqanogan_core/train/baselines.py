@@ -13,12 +13,14 @@ Recipes (what each paper does -> what we do on 2 CPU cores, and why):
             image, Adam 1e-3, batch 64.
   fanogan   Schlegl et al. 2019: WGAN-GP (5 critic steps per generator step, lambda 10, Adam 1e-4, betas
             (0, 0.9), batch 64), then the izi_f encoder with the critic's features (kappa 1) and RMSProp.
-            The paper trains the encoder for 50k iterations at lr 5e-5; at our 2k we use lr 5e-4.
+            1,500 generator steps at width 8 and batch 32 (the paper: 64 and 64, ~100k steps); the paper
+            trains the encoder for 50k iterations at lr 5e-5, at our 1k we use lr 5e-4.
   ganomaly  Akcay et al. 2018: w_adv 1 (L2 of D features), w_con 50 (L1), w_enc 1 (L2 of latents),
             Adam 2e-4, beta1 0.5, batch 64; D re-initialised when its loss falls below 1e-5.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -75,8 +77,8 @@ class VAEConfig(BaselineConfig):
 class FAnoGANConfig(BaselineConfig):
     width: int = 8                # the paper's 64: a WGAN-GP step (5 critic steps + penalty) is ~2 s on a core at 8
     batch: int = 32
-    steps: int = 2000             # gan_steps generator steps, then the rest are encoder steps
-    gan_steps: int = 1000
+    steps: int = 2500             # gan_steps generator steps, then the rest are encoder steps
+    gan_steps: int = 1500
     snapshot_every: int = 100
     lr: float = 1e-4
     betas: tuple = (0.0, 0.9)
@@ -124,7 +126,6 @@ class NetsTrainer:
         r, c = cfg.resolution, cfg.channels
         assert images.ndim == 4 and images.shape[1:] == (c, r, r), f"expected images [N, {c}, {r}, {r}], got {tuple(images.shape)}"
         self.cfg, self.images, self.device = cfg, images, torch.device(cfg.device)
-        torch.manual_seed(cfg.seed)
         self.nets: dict[str, torch.nn.Module] = {}
         self.opts: dict[str, torch.optim.Optimizer] = {}
         self.step_idx = 0
@@ -170,6 +171,11 @@ class NetsTrainer:
             raise ValueError(f"{path} is not a {self.method} checkpoint (kind {meta.get('kind')!r}, "
                              f"method {meta.get('method')!r})")
         ckpt.check_config(path, meta["arch"], self.arch(), sorted(self.arch()))
+        changed = sorted(k for k, v in self.cfg.to_dict().items()           # a longer run (steps) is the usual case
+                         if k != "steps" and json.loads(json.dumps(v)) != meta["config"].get(k))
+        if changed:
+            print(f"note: resuming {path} with changed settings {changed} (was "
+                  f"{ {k: meta['config'].get(k) for k in changed} })")
         for name, net in self.nets.items():
             net.load_state_dict(ckpt.unprefixed(f"net.{name}", tensors))
         for name, opt in self.opts.items():
@@ -187,7 +193,7 @@ class AETrainer(NetsTrainer):
 
     def __init__(self, cfg: AEConfig, images):
         super().__init__(cfg, images)
-        self.nets["ae"] = build_nets("ae", self.arch())["ae"].to(self.device).train()
+        self.nets["ae"] = seeded_nets("ae", self.arch(), cfg.seed)["ae"].to(self.device).train()
         self.opts["ae"] = torch.optim.Adam(self.nets["ae"].parameters(), lr=cfg.lr)
 
     def arch(self) -> dict:
@@ -217,7 +223,7 @@ class VAETrainer(NetsTrainer):
 
     def __init__(self, cfg: VAEConfig, images):
         super().__init__(cfg, images)
-        self.nets["vae"] = build_nets("vae", self.arch())["vae"].to(self.device).train()
+        self.nets["vae"] = seeded_nets("vae", self.arch(), cfg.seed)["vae"].to(self.device).train()
         self.opts["vae"] = torch.optim.Adam(self.nets["vae"].parameters(), lr=cfg.lr)
 
     def arch(self) -> dict:
@@ -237,14 +243,16 @@ class VAETrainer(NetsTrainer):
 # ----------------------------------------------------------------------------- f-AnoGAN
 
 
-def izif_loss(E, G, critic, x: torch.Tensor, kappa: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """f-AnoGAN's izi_f per image: MSE(x, G(E(x))) + kappa * MSE(f(x), f(G(E(x)))). -> ([N], residual, feature)."""
+def izif_loss(E, G, critic, x: torch.Tensor, kappa: float):
+    """f-AnoGAN's izi_f per image: MSE(x, G(E(x))) + kappa * MSE(f(x), f(G(E(x)))).
+
+    -> (loss [N], residual [N], feature [N], G(E(x)) [N, C, R, R])."""
     x_rec = G(E(x))
     _, f_real = critic(x, return_features=True)
     _, f_rec = critic(x_rec, return_features=True)
     residual = ((x - x_rec) ** 2).flatten(1).mean(dim=1)
     feature = ((f_real - f_rec) ** 2).mean(dim=1)
-    return residual + kappa * feature, residual, feature
+    return residual + kappa * feature, residual, feature, x_rec
 
 
 class FAnoGANTrainer(NetsTrainer):
@@ -256,7 +264,7 @@ class FAnoGANTrainer(NetsTrainer):
         super().__init__(cfg, images)
         if not 0 < cfg.gan_steps <= cfg.steps:
             raise ValueError(f"fanogan: need 0 < gan_steps ({cfg.gan_steps}) <= steps ({cfg.steps})")
-        self.nets.update({k: v.to(self.device).train() for k, v in build_nets("fanogan", self.arch()).items()})
+        self.nets.update({k: v.to(self.device).train() for k, v in seeded_nets("fanogan", self.arch(), cfg.seed).items()})
         self.opts["G"] = torch.optim.Adam(self.nets["G"].parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.opts["critic"] = torch.optim.Adam(self.nets["critic"].parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.opts["E"] = torch.optim.RMSprop(self.nets["E"].parameters(), lr=cfg.encoder_lr)
@@ -295,7 +303,7 @@ class FAnoGANTrainer(NetsTrainer):
         G.eval().requires_grad_(False)          # frozen: BN uses its running statistics from here on
         critic.eval().requires_grad_(False)
         x, _ = self.batch()
-        loss, residual, feature = izif_loss(E, G, critic, x, self.cfg.kappa)
+        loss, residual, feature, _ = izif_loss(E, G, critic, x, self.cfg.kappa)
         self.opts["E"].zero_grad(set_to_none=True)
         loss.mean().backward()
         self.opts["E"].step()
@@ -323,7 +331,7 @@ class GanomalyTrainer(NetsTrainer):
 
     def __init__(self, cfg: GanomalyConfig, images):
         super().__init__(cfg, images)
-        self.nets.update({k: v.to(self.device).train() for k, v in build_nets("ganomaly", self.arch()).items()})
+        self.nets.update({k: v.to(self.device).train() for k, v in seeded_nets("ganomaly", self.arch(), cfg.seed).items()})
         self.opts["G"] = torch.optim.Adam(self.nets["G"].parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.opts["D"] = torch.optim.Adam(self.nets["D"].parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.d_resets = 0
@@ -352,15 +360,24 @@ class GanomalyTrainer(NetsTrainer):
         loss_d.backward()
         self.opts["D"].step()
         if loss_d.item() < self.D_RESET_BELOW:
-            for m in D.modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+            D.apply(ganomaly_nets.dcgan_init)          # as the official code: D starts over, G keeps going
             self.d_resets += 1
         self.step_idx += 1
         return {"loss": loss_g.item(), "loss_d": loss_d.item(), **terms}
 
 
 # ----------------------------------------------------------------------------- building and running
+
+
+def seeded_nets(method: str, arch: dict, seed: int) -> dict[str, torch.nn.Module]:
+    """`build_nets` with the initial weights drawn from `seed`, without touching the caller's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        nets = build_nets(method, arch)
+        if method == "ganomaly":
+            for net in nets.values():
+                net.apply(ganomaly_nets.dcgan_init)      # the official code's initialisation
+    return nets
 
 
 def build_nets(method: str, arch: dict) -> dict[str, torch.nn.Module]:

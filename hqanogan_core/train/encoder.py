@@ -38,11 +38,10 @@ import torch.nn.functional as F
 
 from ..nets.perceptual import PerceptualConfig, PerceptualDistance
 from ..nets.psp import EncoderConfig, build_encoder, encode_images, encoder_config_for
-from ..pretrained import load_encoder  # noqa: F401  (re-exported: it used to live here)
 from .. import checkpoint as ckpt
 from .optim import ranger
 
-__all__ = ["EncoderTrainConfig", "EncoderTrainer", "train_encoder", "load_encoder", "encoder_losses"]
+__all__ = ["EncoderTrainConfig", "EncoderTrainer", "train_encoder", "encoder_losses"]
 
 ENCODER_CHECKPOINT_FORMAT = "hqanogan-encoder-checkpoint-v1"   # training checkpoint (the shipped folder is pretrained.ENCODER_FORMAT)
 STEP_SEED_STRIDE = 1_000_003     # batch of step t is drawn from a generator seeded seed * STRIDE + t

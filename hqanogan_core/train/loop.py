@@ -60,6 +60,8 @@ def run_training(trainer, out_dir, steps: int, *, checkpoint_name: str, log_ever
     if resume and latest.exists():
         trainer.load(latest)
         print(f"resumed {desc} from {latest} at step {trainer.step_idx}")
+        keep = [ln for ln in read_log(log_path) if ln.get("step", 0) <= trainer.step_idx]   # drop lines past the
+        log_path.write_text("".join(json.dumps(ln) + "\n" for ln in keep))                # checkpoint: redone now
     else:
         if resume:
             print(f"no checkpoint at {latest}; starting from scratch")

@@ -309,7 +309,10 @@ def _store_result(folder: Path, key: dict, result: dict, run: MethodRun) -> None
 
     folder.mkdir(parents=True, exist_ok=True)
     write_scores_csv(folder / "scores.csv", run.test, run.scores, run.terms)
-    atomic_write_json(folder / "result.json", {"key": key, "result": result, "command": " ".join(sys.argv)})
+    argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith("__main__.py") else [Path(sys.argv[0]).name, *sys.argv[1:]]
+    command = ("python -m hqanogan_core " if sys.argv[0].endswith("__main__.py") else "") + " ".join(argv)
+    atomic_write_json(folder / "result.json", {"key": key, "result": result, "command": command})
+    (folder / "result.json").chmod(0o644)
 
 
 def _cached_run(name, train, test, seed, options, valid, folders, n_boot):

@@ -34,7 +34,7 @@ from hqanogan_core import pretrained as pt
 from hqanogan_core.nets.stylegan2 import num_ws_for
 from hqanogan_core.paths import REPO_ROOT
 from hqanogan_core.provenance import code_revision, portable_path
-from hqanogan_core.train.loop import step_seconds
+from hqanogan_core.train.loop import read_log, step_seconds
 from hqanogan_core.provenance import file_sha256 as _sha256
 from hqanogan_core import checkpoint as ckpt
 from hqanogan_core.presets import (ARCH_FIELDS, PRESETS, GanTrainConfig, discriminator_config,
@@ -48,13 +48,6 @@ __all__ = ["export_gan", "export_encoder", "SIZE_LIMIT_BYTES", "training_time", 
 
 
 # ----------------------------------------------------------------------------- small helpers
-
-
-def read_log(run_dir: Path) -> list[dict]:
-    path = run_dir / "log.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def training_time(lines: list[dict]) -> float:
@@ -156,7 +149,7 @@ def export_gan(run_dir, out_dir, command: str, note: str = "", *, data_dir=None,
     out_dir.mkdir(parents=True, exist_ok=True)
 
     # sidecar files first: their sizes decide float32 vs float16
-    lines = read_log(run_dir)
+    lines = read_log(run_dir / "log.jsonl")
     copied = {}
     if (run_dir / "log.jsonl").exists():
         shutil.copyfile(run_dir / "log.jsonl", out_dir / "log.jsonl")
@@ -304,7 +297,7 @@ def export_encoder(run_dir, out_dir, gan_dir, command: str, note: str = "", *, d
     if grids:
         shutil.copyfile(grids[-1], out_dir / "recon.png")
         copied["recon.png"] = grids[-1].name
-    lines = read_log(run_dir)
+    lines = read_log(run_dir / "log.jsonl")
     start = next((ln for ln in lines if ln.get("event") == "start"), {})
     if data_dir is None and _data_from_command(command):
         data_dir = _data_from_command(command)

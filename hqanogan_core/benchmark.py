@@ -89,8 +89,9 @@ class MethodRun:
     maps: np.ndarray | None     # [N, H, W] anomaly maps, or None
     timing: dict                # fit / score seconds, peak memory, the method's info()
     terms: dict                 # {term: [N]} the other per-image score terms (may be empty)
-    method: object              # the fitted method
+    method: object              # the method (fitted unless a stored result was loaded: see ensure_fitted)
     test: SplitArrays           # what was scored (the whole test split, or the method's subset)
+    fitted: bool = True
 
 
 def make_method(name: str, seed: int = 0, options: dict | None = None):
@@ -116,6 +117,7 @@ def run_method(name: str, train: SplitArrays, test: SplitArrays, seed: int = 0, 
     subset = getattr(method, "test_subset", None)
     if subset:
         test = test.take(stratified_subset(test, int(subset), seed=seed))
+    _reset_peak_rss()
     tracemalloc.start()
     try:
         t0 = time.perf_counter()
@@ -143,13 +145,29 @@ def run_method(name: str, train: SplitArrays, test: SplitArrays, seed: int = 0, 
     return MethodRun(scores, maps, timing, terms, method, test)
 
 
+def _reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS mark of this process (Linux: clear_refs 5), so the next reading is the
+    peak while one method ran; elsewhere the reading stays the process's peak so far."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # pragma: no cover - not Linux, or not permitted
+        pass
+
+
 def _peak_rss_mb() -> float | None:
-    """The process's peak resident memory so far (includes torch's allocations, which tracemalloc misses)."""
+    """Peak resident memory of the process since the last reset, in MB (includes torch's allocations,
+    which tracemalloc misses; the process's own baseline is part of it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
     try:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-    except (ImportError, OSError):  # pragma: no cover - not Linux
+    except (ImportError, OSError):  # pragma: no cover
         return None
 
 
@@ -319,15 +337,19 @@ def _cached_run(name, train, test, seed, options, valid, folders, n_boot):
     """(MethodRun, result, None) from the first folder holding a result with this key, else
     (None, None, (fitted method, fit seconds)) so the caller does not fit it again.
 
-    The method is constructed and fitted (cheap for the methods worth caching) to know its weights and to
-    be returned for figures; only the scoring of the test split is skipped."""
+    A method whose weights are known before fitting (`weights_known_before_fit`: its fit is a function
+    of the training images and options, which the key holds) is looked up unfitted, so a hit costs
+    nothing; `ensure_fitted` fits it later if a figure needs it. Other methods are fitted first (cheap
+    for the methods worth caching) to learn which weights they loaded."""
     method = make_method(name, seed, options)
     subset = getattr(method, "test_subset", None)
     scored = test.take(stratified_subset(test, int(subset), seed=seed)) if subset else test
-    t0 = time.perf_counter()
-    method.fit(train.images, valid=valid)
-    fit_seconds = time.perf_counter() - t0
-    probe = MethodRun(np.zeros(len(scored)), None, {}, {}, method, scored)
+    fit_seconds = None
+    if not getattr(method, "weights_known_before_fit", False):
+        t0 = time.perf_counter()
+        method.fit(train.images, valid=valid)
+        fit_seconds = time.perf_counter() - t0
+    probe = MethodRun(np.zeros(len(scored)), None, {}, {}, method, scored, fitted=fit_seconds is not None)
     key = result_key(name, options, probe, train, n_boot, seed)
     for folder in folders:
         file = Path(folder) / name / "result.json"
@@ -337,8 +359,16 @@ def _cached_run(name, train, test, seed, options, valid, folders, n_boot):
             scores = terms.pop("pred_score")
             print(f"[benchmark] {name}: loaded the stored result {file}", file=sys.stderr, flush=True)
             result = dict(doc["result"], cached_from=portable_path(file))
-            return MethodRun(scores, None, {}, terms, method, scored), result, None
-    return None, None, (method, fit_seconds)
+            return MethodRun(scores, None, {}, terms, method, scored, fitted=probe.fitted), result, None
+    return None, None, ((method, fit_seconds) if fit_seconds is not None else None)
+
+
+def ensure_fitted(run: MethodRun, train: SplitArrays, valid: SplitArrays | None = None):
+    """The run's method, fitted on `train` if a stored result was loaded without fitting it."""
+    if not run.fitted:
+        run.method.fit(train.images, valid=valid)
+        run.fitted = True
+    return run.method
 
 
 MAP_SCALE = 2.0   # maps are stored as 16-bit PNG: pixel = round(65535 * value / scale), scale in maps.json
@@ -389,3 +419,24 @@ def score_split(data, out_csv, method: str = "hqanogan", options: dict | None = 
     summary = {"n": len(labels), "columns": ["pred_score", *terms], "info": model.info()}
     summary["auroc"] = metrics.auroc(scores, labels) if 0 < labels.sum() < len(labels) else None
     return summary
+
+
+def paired_comparisons(runs: dict, ours: str = "hqanogan", n_boot: int = 1000, seed: int = 0) -> dict:
+    """`ours` against every other method on the images both scored (matched by path): DeLong's test and a
+    stratified paired bootstrap of the AUROC difference (ours - other). runs: {method: MethodRun}.
+    -> {other: {"n", "diff", "ci95", "p_bootstrap", "p_delong", "z"}}"""
+    base = runs[ours]
+    index = {p: i for i, p in enumerate(base.test.paths)}
+    out = {}
+    for name, run in runs.items():
+        if name == ours:
+            continue
+        pick = [(index[p], j) for j, p in enumerate(run.test.paths) if p in index]
+        mine, theirs = np.array([i for i, _ in pick]), np.array([j for _, j in pick])
+        labels = base.test.labels[mine]
+        delong = metrics.delong_test(base.scores[mine], run.scores[theirs], labels)
+        boot = metrics.paired_bootstrap(metrics.auroc, base.scores[mine], run.scores[theirs], labels,
+                                        n_boot=n_boot, seed=seed)
+        out[name] = {"n": len(pick), "diff": boot["diff"], "ci95": boot["ci95"], "p_bootstrap": boot["p"],
+                     "p_delong": delong["p"], "z": delong["z"]}
+    return out

@@ -4,7 +4,7 @@
     convert    {rsna,chexpert,zhanglab,oct2017} --src DIR --out DIR [--size 256] ...
     train-gan  --data DIR --out RUN [--preset cpu64] [--kimg K] [--resume]   (torchrun for multi-GPU)
     train-encoder --run RUN --data DIR [--steps N] [--out DIR] [--resume]
-    train-baseline {ae,vae,fanogan,ganomaly} --data DIR --out RUN [--steps N] [--preset cpu|gpu] [--resume]
+    train-baseline METHOD --data DIR --out RUN [--steps N] [--preset cpu|gpu] [--resume]
     export-baseline METHOD RUN OUT --data DIR --command "..."
     ablate-encoder --run GAN --data DIR --out DIR [--steps 400]
     score      --data DIR --out SCORES.csv [--method hqanogan] [--run RUN] [--maps DIR] [--encoder ENC] [--split test]
@@ -222,6 +222,8 @@ def cmd_export_baseline(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hqanogan_core.train.baselines import RECIPES
+
     parser = argparse.ArgumentParser(prog="python -m hqanogan_core", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -279,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_encoder)
 
     p = sub.add_parser("train-baseline", help="train a generative baseline on DATA/train/good (resumable)")
-    p.add_argument("method", choices=["ae", "vae", "fanogan", "ganomaly"])
+    p.add_argument("method", choices=list(RECIPES))
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="run folder: checkpoint.safetensors, log.jsonl")
     p.add_argument("--preset", choices=["cpu", "gpu"], default="cpu", help="cpu budget, or the paper's scale")
@@ -320,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("export-baseline", help="ship a train-baseline run: weights, manifest, validation AUROC")
-    p.add_argument("method", choices=["ae", "vae", "fanogan", "ganomaly"])
+    p.add_argument("method", choices=list(RECIPES))
     p.add_argument("run", help="train-baseline run folder")
     p.add_argument("out", help="e.g. data/pretrained/ae")
     p.add_argument("--data", required=True, help="the MVTec-layout folder it was trained on (valid/ is scored)")

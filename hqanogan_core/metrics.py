@@ -119,6 +119,51 @@ def bootstrap_ci(
     return float(metric(scores, labels)), float(lo), float(hi)
 
 
+def delong_test(scores_a, scores_b, labels) -> dict:
+    """DeLong, DeLong & Clarke-Pearson (1988) test of AUROC(a) = AUROC(b) for two scores of the SAME images.
+
+    The AUROC is a mean of per-image "placement" values (V10 for abnormals, V01 for normals); their
+    covariances across the two methods give the variance of the difference, and z = diff / sd is
+    referred to a standard normal. -> {"auroc_a", "auroc_b", "diff", "se", "z", "p"} (p two-sided)."""
+    from scipy.stats import norm
+
+    a, labels = _check(scores_a, labels)
+    b, _ = _check(scores_b, labels)
+    pos, neg = labels, ~labels
+    m, n = int(pos.sum()), int(neg.sum())
+    v10, v01 = [], []
+    for s in (a, b):
+        r_all, r_pos, r_neg = _midranks(s), _midranks(s[pos]), _midranks(s[neg])
+        v10.append((r_all[pos] - r_pos) / n)          # per abnormal: fraction of normals below it
+        v01.append(1 - (r_all[neg] - r_neg) / m)      # per normal: fraction of abnormals above it
+    auc = np.array([v.mean() for v in v10])
+    cov = np.cov(np.stack(v10)) / m + np.cov(np.stack(v01)) / n                     # [2, 2]
+    var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    diff = float(auc[0] - auc[1])
+    se = float(np.sqrt(max(var, 0.0)))
+    z = diff / se if se > 0 else (0.0 if diff == 0 else float(np.sign(diff)) * np.inf)
+    return {"auroc_a": float(auc[0]), "auroc_b": float(auc[1]), "diff": diff, "se": se, "z": float(z),
+            "p": float(2 * norm.sf(abs(z)))}
+
+
+def paired_bootstrap(metric: Callable[[np.ndarray, np.ndarray], float], scores_a, scores_b, labels,
+                     n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict:
+    """metric(a) - metric(b) on the same images, with a stratified paired bootstrap: each replicate
+    resamples images (normals and abnormals separately) and scores both methods on the same resample.
+    -> {"diff", "ci95": [lo, hi], "p"}: p two-sided, 2 * min(P(diff* <= 0), P(diff* >= 0))."""
+    a, labels = _check(scores_a, labels)
+    b, _ = _check(scores_b, labels)
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(labels), np.flatnonzero(~labels)
+    diffs = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
+        diffs[i] = metric(a[idx], labels[idx]) - metric(b[idx], labels[idx])
+    lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
+    return {"diff": float(metric(a, labels) - metric(b, labels)), "ci95": [float(lo), float(hi)], "p": float(p)}
+
+
 def pixel_auroc(maps, masks, max_pixels: int = 2_000_000, seed: int = 0) -> float:
     """AUROC over all pixels of all images: anomaly maps [N, H, W] vs binary masks [N, H, W].
 

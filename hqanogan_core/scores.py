@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy import ndimage
-from sklearn.covariance import LedoitWolf
 
+from .gaussian import fit_gaussian
 from .recon import encode_images
 
 DEFAULT_TERMS = ("image_residual", "perceptual", "feature_residual", "latent")
@@ -50,13 +50,9 @@ def fit_latent_gaussians(ws: np.ndarray) -> LatentGaussians:
     n, num_layers, dim = ws.shape
     if n < 2:
         raise ValueError(f"need at least 2 normal codes to fit a Gaussian, got {n}")
-    means = np.empty((num_layers, dim))
-    precisions = np.empty((num_layers, dim, dim))
-    shrinkage = np.empty(num_layers)
-    for layer in range(num_layers):
-        lw = LedoitWolf().fit(ws[:, layer].astype(np.float64))
-        means[layer], precisions[layer], shrinkage[layer] = lw.location_, lw.precision_, lw.shrinkage_
-    return LatentGaussians(means, precisions, shrinkage)
+    fits = [fit_gaussian(ws[:, layer]) for layer in range(num_layers)]
+    return LatentGaussians(np.stack([g.mean for g in fits]), np.stack([g.precision for g in fits]),
+                           np.array([g.shrinkage for g in fits]))
 
 
 def latent_mahalanobis(ws: np.ndarray, gaussians: LatentGaussians) -> np.ndarray:

@@ -22,6 +22,13 @@ TINY = {
     "fanogan": TINY_GAN_BASELINE,
     "anogan": {**TINY_GAN_BASELINE, "iterations": 3, "test_subset": 2},
     "ganomaly": {"steps": 2, "settings": {"width": 4, "batch": 4}},
+    "deepsvdd": {"steps": 2, "settings": {"width": 2, "pretrain_steps": 1, "batch": 4}},
+    "deepsad": {"steps": 2, "n_labelled": 3, "settings": {"width": 2, "pretrain_steps": 1, "batch": 4}},
+    "cutpaste": {"steps": 2, "settings": {"width": 2, "batch": 4}},
+    "anatpaste": {"steps": 2, "settings": {"width": 2, "batch": 4}},
+    "gaussian_ad": {"n_fit": 8},
+    "padim": {"n_fit": 8, "dims": 10},
+    "patchcore": {"n_fit": 4, "coreset": 0.05},
     "hqanogan": None,          # {"run": the tiny shipped encoder}, filled in by the test
 }
 
@@ -59,7 +66,8 @@ def test_method_end_to_end(name, shipped, tmp_path, monkeypatch):
     info = run.method.info()
     assert isinstance(info["parameters"], int) and info["parameters"] > 0
     assert json.loads(json.dumps(info)) == json.loads(json.dumps(r["info"]))    # JSON-able, and the one reported
-    if name in ("ae", "vae", "fanogan", "anogan", "ganomaly"):   # trained in fit() under the cache
+    if name in ("ae", "vae", "fanogan", "anogan", "ganomaly", "deepsvdd", "deepsad", "cutpaste", "anatpaste"):
+        # trained in fit() under the cache
         assert info["weights"].startswith("trained in fit(): ") and f"runs/{METHODS[name].recipe}-" in info["weights"]
         assert info["train_steps"] == 2
     assert r["ms_per_image"] > 0 and r["train_seconds"] >= 0

@@ -107,3 +107,14 @@ def stratified_subset(split: SplitArrays, n_per_type: dict[str, int] | int, seed
         n = n_per_type if isinstance(n_per_type, int) else n_per_type.get(str(kind), len(idx))
         pick.append(rng.permutation(idx)[: min(n, len(idx))])
     return np.sort(np.concatenate(pick))
+
+
+def labelled_anomalies(split: SplitArrays, k: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of k abnormal images of `split`, spread evenly over its anomaly types (the first
+    k mod T types get one more), seeded: what a semi-supervised method may see labelled."""
+    kinds = sorted(set(split.types[split.labels == 1]))
+    if k < 0 or k > int(split.labels.sum()):
+        raise ValueError(f"asked for {k} labelled anomalies; the split has {int(split.labels.sum())}")
+    per = {str(t): k // len(kinds) + (i < k % len(kinds)) for i, t in enumerate(kinds)} if kinds else {}
+    per["good"] = 0
+    return stratified_subset(split, per, seed=seed) if k else np.zeros(0, dtype=np.int64)

@@ -4,10 +4,15 @@ Adding a method is one module here and one line below.
 """
 from .ae import Autoencoder
 from .anogan import AnoGAN
+from .cutpaste import AnatPaste, CutPaste
+from .deep_svdd import DeepSAD, DeepSVDD
 from .fanogan import FAnoGAN
 from .floors import MeanIntensity, PCAReconstruction, PixelIsolationForest
 from .ganomaly import GANomaly
+from .gaussian_ad import GaussianAD
 from .hqanogan import HQAnoGAN
+from .padim import PaDiM
+from .patchcore import PatchCore
 from .vae import VariationalAutoencoder
 
 METHODS = {
@@ -19,6 +24,13 @@ METHODS = {
     "anogan": AnoGAN,
     "fanogan": FAnoGAN,
     "ganomaly": GANomaly,
+    "deepsvdd": DeepSVDD,
+    "deepsad": DeepSAD,
+    "cutpaste": CutPaste,
+    "anatpaste": AnatPaste,
+    "gaussian_ad": GaussianAD,
+    "padim": PaDiM,
+    "patchcore": PatchCore,
     "hqanogan": HQAnoGAN,
 }
 

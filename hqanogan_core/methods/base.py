@@ -34,6 +34,7 @@ class Method:
     """Base of every detector: `fit`, `score`, `anomaly_map`, `info`. Subclasses set `name`."""
 
     name = "method"
+    weights_known_before_fit = False   # True: fit() is a function of (options, training images) alone
 
     def fit(self, train: np.ndarray, valid=None) -> "Method":
         raise NotImplementedError

@@ -22,6 +22,7 @@ class MeanIntensity(Method):
     """|mean intensity - normal mean| / normal std: catches anything that brightens or darkens."""
 
     name = "mean"
+    weights_known_before_fit = True
 
     def __init__(self, seed: int = 0):
         self.seed = seed                      # nothing random; accepted like every method's
@@ -42,6 +43,7 @@ class PixelIsolationForest(Method):
     """IsolationForest on raw pixel vectors (Liu et al. 2008)."""
 
     name = "iforest"
+    weights_known_before_fit = True
 
     def __init__(self, n_estimators: int = 200, seed: int = 0):
         self.forest = IsolationForest(n_estimators=n_estimators, random_state=seed, n_jobs=1)
@@ -65,6 +67,7 @@ class PCAReconstruction(Method):
     """
 
     name = "pca"
+    weights_known_before_fit = True
 
     def __init__(self, variance: float = 0.95, max_components: int = 256, seed: int = 0):
         self.variance, self.max_components, self.seed = variance, max_components, seed

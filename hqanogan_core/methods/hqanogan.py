@@ -20,6 +20,7 @@ from .base import Method, check_images, n_parameters
 
 class HQAnoGAN(Method):
     name = "hqanogan"
+    weights_known_before_fit = True          # the shipped or given networks; fit only computes statistics
     map_scale = 2.0              # maps are |x - G(E(x))| with x in [-1, 1]: at most 2
     map_description = "Gaussian-smoothed |x - G(E(x))| per pixel, x in [-1, 1]"
 
@@ -56,16 +57,20 @@ class HQAnoGAN(Method):
         self._last_images = images          # anomaly_map(images) reuses these restorations
         return {"pred_score": out.pop("hqanogan"), **out}
 
+    def _networks(self) -> HQAnoGANScorer:
+        """The fitted scorer, or (before fit) an unfitted one: restorations and maps need only G and E."""
+        return self.scorer or HQAnoGANScorer(self.pipe.G, self.pipe.E, self.pipe.D, None, device=self.pipe.G.w_avg.device)
+
     def restore(self, images: np.ndarray) -> np.ndarray:
         """The restored normal G(E(x)) in [0, 1], at the model's resolution. [N, R, R]"""
-        _, rec = self.scorer.encode(to_model_input(images, self.pipe.resolution))
+        _, rec = self._networks().encode(to_model_input(images, self.pipe.resolution))
         return ((rec.mean(dim=1) + 1) / 2).numpy()
 
     def anomaly_map(self, images: np.ndarray) -> np.ndarray:
         """Smoothed |x - G(E(x))| (in [-1, 1] units), at the input's size. [N, H, W]"""
-        same = self._last_images is images
-        maps = self.scorer.anomaly_maps(to_model_input(images, self.pipe.resolution),
-                                        self.scorer.last_restored if same else None)      # [N, R, R]
+        same = self._last_images is images and self.scorer is not None
+        maps = self._networks().anomaly_maps(to_model_input(images, self.pipe.resolution),
+                                             self.scorer.last_restored if same else None)      # [N, R, R]
         if maps.shape[1:] != images.shape[1:]:
             maps = np.stack([resize_batch(m[None], images.shape[1])[0] for m in maps])
         return maps

@@ -57,15 +57,20 @@ def load_baseline_nets(path, method: str, device="cpu") -> tuple[dict[str, torch
     if meta.get("kind") != "baseline" or meta.get("method") != method:
         raise ValueError(f"{file} holds {meta.get('kind')!r} weights of method {meta.get('method')!r}, not {method!r}")
     nets = recipes.build_nets(method, meta["arch"])
+    needed = recipes.scoring_nets(method)
+    nets = {k: v for k, v in nets.items() if needed is None or k in needed}     # training-only nets stay out
     for name, net in nets.items():
         net.load_state_dict(ckpt.unprefixed(f"net.{name}", tensors))
         net.to(device).eval().requires_grad_(False)
     return nets, meta
 
 
-def images_digest(images: np.ndarray) -> str:
-    """sha256 of an image array as float32 (what a model was fitted on)."""
-    return hashlib.sha256(np.ascontiguousarray(images, dtype=np.float32).tobytes()).hexdigest()
+def images_digest(images: np.ndarray, *more: np.ndarray) -> str:
+    """sha256 of image arrays as float32 (what a model was trained on: the normals, then any labelled images)."""
+    h = hashlib.sha256(np.ascontiguousarray(images, dtype=np.float32).tobytes())
+    for extra in more:
+        h.update(np.ascontiguousarray(extra, dtype=np.float32).tobytes())
+    return h.hexdigest()
 
 
 class LearnedBaseline(Method):
@@ -74,10 +79,13 @@ class LearnedBaseline(Method):
     A subclass implements `forward(images) -> (restored [N, R, R] in [0, 1], {"pred_score": [N], ...})`
     at the model's resolution R and sets `residual` ("squared" or "abs"); `score` and `anomaly_map` are
     shared: the map is the smoothed residual between the (resized) input and the restoration, at R, then
-    resized back to the input's size."""
+    resized back to the input's size. A method that restores nothing returns `restored = None` and has no
+    map. Hooks: `training_extras(valid, cfg)` (more training inputs, e.g. labelled anomalies) and
+    `after_load(train)` (statistics of the training normals under the loaded weights)."""
 
     recipe = "ae"          # the train.baselines recipe whose nets this method uses
     residual = "squared"
+    restores = True        # False: forward() returns no restoration, and there is no map
 
     def __init__(self, run=None, steps: int | None = None, settings: dict | None = None, seed: int = 0,
                  device: str = "cpu", work=None):
@@ -97,6 +105,23 @@ class LearnedBaseline(Method):
             overrides["steps"] = self.steps
         return recipes.baseline_config(self.recipe, **overrides)
 
+    def shipped_folder(self) -> Path:
+        return shipped_path(self.recipe)
+
+    @classmethod
+    def training_extras(cls, valid, cfg) -> dict:
+        """Extra keyword arguments of `train_baseline` from the validation split (none for unsupervised
+        methods); their images are part of the training digest."""
+        return {}
+
+    @classmethod
+    def training_digest(cls, train: np.ndarray, valid, cfg) -> str:
+        """What shipped weights must have been trained on to serve `fit(train, valid)` (see ship.py)."""
+        return images_digest(train, *(v.numpy() for v in cls.training_extras(valid, cfg).values()))
+
+    def after_load(self, train: np.ndarray) -> None:
+        """Called after the weights are loaded, with the training normals [N, H, W]."""
+
     def _train_dir(self, cfg, data_digest: str) -> Path:
         if self.work is not None:
             return Path(self.work)
@@ -114,16 +139,18 @@ class LearnedBaseline(Method):
         t0 = time.perf_counter()
         train = check_images(train, f"{self.name}.fit")
         resolution = train.shape[-1]
+        cfg = self._config(resolution)
+        extras = self.training_extras(valid, cfg) if self.run is None else {}
+        digest = images_digest(train, *(v.numpy() for v in extras.values()))
         if self.run is not None:
             path, self.source = Path(self.run), portable_path(self.run)   # asked for: errors below name it
-        elif self._shipped_fits(shipped_path(self.recipe), train, digest := images_digest(train)):
-            path = shipped_path(self.recipe)
+        elif self._shipped_fits(self.shipped_folder(), train, digest):
+            path = self.shipped_folder()
             self.source = portable_path(path)
         else:
-            cfg = self._config(resolution)
             path = self._train_dir(cfg, digest)
             recipes.train_baseline(self.recipe, to_model_input(train, resolution, cfg.channels), path, cfg,
-                                   resume=True, progress=False)
+                                   resume=True, progress=False, **extras)
             self.source = f"trained in fit(): {portable_path(path)}"
         self.weights_path = Path(path)
         self.nets, self.meta = load_baseline_nets(path, self.recipe, self.device)
@@ -131,6 +158,7 @@ class LearnedBaseline(Method):
             raise ValueError(f"{weights_file(path)} was trained at {self.meta['arch']['resolution']} px but the "
                              f"images are {resolution} px")
         self.train_log = read_log(Path(path) / "log.jsonl") if Path(path).is_dir() else []
+        self.after_load(train)
         self.fit_seconds = time.perf_counter() - t0
         return self
 
@@ -169,11 +197,13 @@ class LearnedBaseline(Method):
         if not self.nets:
             raise RuntimeError(f"{self.name}: call fit() before score()")
         restored, out = self.forward(images)
-        self._last = (images, self._residual(images, restored))
+        self._last = None if restored is None else (images, self._residual(images, restored))
         return out
 
-    def anomaly_map(self, images: np.ndarray) -> np.ndarray:
-        """Smoothed residual to the restoration, at the input's size. [N, H, W]"""
+    def anomaly_map(self, images: np.ndarray) -> np.ndarray | None:
+        """Smoothed residual to the restoration, at the input's size (None if the method restores nothing). [N, H, W]"""
+        if not self.restores:
+            return None
         same = self._last is not None and self._last[0] is images
         residual = self._last[1] if same else self._residual(images, self.restore(images))
         maps = smooth_maps(residual, MAP_SIGMA)

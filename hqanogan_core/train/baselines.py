@@ -1,6 +1,6 @@
 """Training recipes of the generative baselines, each its own paper's, scaled to a CPU at 64 px.
 
-    python -m hqanogan_core train-baseline {ae,vae,fanogan,ganomaly} --data DIR --out RUN [--steps N] [--resume]
+    python -m hqanogan_core train-baseline METHOD --data DIR --out RUN [--steps N] [--resume]
 
 One trainer class per method (the losses are module-level functions); they share `NetsTrainer` (seeded
 batches, checkpoint state of every net and optimiser) and `loop.run_training` (JSONL log, tqdm, atomic
@@ -17,49 +17,26 @@ Recipes (what each paper does -> what we do on 2 CPU cores, and why):
             trains the encoder for 50k iterations at lr 5e-5, at our 1k we use lr 5e-4.
   ganomaly  Akcay et al. 2018: w_adv 1 (L2 of D features), w_con 50 (L1), w_enc 1 (L2 of latents),
             Adam 2e-4, beta1 0.5, batch 64; D re-initialised when its loss falls below 1e-5.
+  deepsvdd, deepsad    see `one_class` (Ruff et al. 2018 / 2020).
+  cutpaste, anatpaste  see `self_supervised` (Li et al. 2021 / Sato et al. 2022).
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 
-from .. import checkpoint as ckpt
 from ..nets import autoencoder as ae_nets
+from ..nets import deep_svdd as svdd_nets
 from ..nets import ganomaly as ganomaly_nets
+from ..nets import resnet
 from ..nets import wgan
-
-BASELINE_FORMAT = "hqanogan-baseline-checkpoint-v1"
-CHECKPOINT_NAME = "checkpoint.safetensors"
-STEP_SEED_STRIDE = 1_000_003    # the batch of step t comes from a generator seeded seed * STRIDE + t
-
+from .one_class import DeepSADConfig, DeepSADTrainer, DeepSVDDConfig, DeepSVDDTrainer
+from .self_supervised import AnatPasteConfig, AnatPasteTrainer, CutPasteConfig, CutPasteTrainer
+from .trainer import BASELINE_FORMAT, CHECKPOINT_NAME, STEP_SEED_STRIDE, BaselineConfig, NetsTrainer  # noqa: F401
 
 # ----------------------------------------------------------------------------- configs
-
-
-@dataclass
-class BaselineConfig:
-    resolution: int = 64
-    channels: int = 1
-    width: int = 16
-    steps: int = 1500
-    batch: int = 64
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "cpu"
-    log_every: int = 25
-    snapshot_every: int = 250
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
 
 
 @dataclass
@@ -107,82 +84,15 @@ GPU_PRESETS = {
     "fanogan": {"width": 64, "gan_steps": 100000, "steps": 150000, "batch": 64, "encoder_lr": 5e-5,
                 "snapshot_every": 1000},
     "ganomaly": {"width": 64, "steps": 940, "batch": 64},     # 15 epochs of 4,000 images
+    "deepsvdd": {"width": 32, "steps": 12500, "pretrain_steps": 7800, "lr": 1e-4},   # 250 + 150 epochs
+    "deepsad": {"width": 32, "steps": 12500, "pretrain_steps": 7800, "lr": 1e-4},
+    "cutpaste": {"width": 64, "steps": 10000},
+    "anatpaste": {"width": 64, "steps": 10000},
 }
 
 
 def _arch(cfg: BaselineConfig, **extra) -> dict:
     return {"resolution": cfg.resolution, "channels": cfg.channels, "width": cfg.width, **extra}
-
-
-# ----------------------------------------------------------------------------- shared trainer state
-
-
-class NetsTrainer:
-    """Nets and optimisers by name, seeded batches, and the checkpoint state of all of them."""
-
-    method = "baseline"
-
-    def __init__(self, cfg: BaselineConfig, images: torch.Tensor):
-        r, c = cfg.resolution, cfg.channels
-        assert images.ndim == 4 and images.shape[1:] == (c, r, r), f"expected images [N, {c}, {r}, {r}], got {tuple(images.shape)}"
-        self.cfg, self.images, self.device = cfg, images, torch.device(cfg.device)
-        self.nets: dict[str, torch.nn.Module] = {}
-        self.opts: dict[str, torch.optim.Optimizer] = {}
-        self.step_idx = 0
-
-    def arch(self) -> dict:
-        raise NotImplementedError
-
-    def batch(self, n: int | None = None) -> tuple[torch.Tensor, torch.Generator]:
-        """A batch of training images for this step, and the step's generator for any other noise."""
-        g = torch.Generator().manual_seed(self.cfg.seed * STEP_SEED_STRIDE + self.step_idx)
-        idx = torch.randint(len(self.images), (n or self.cfg.batch,), generator=g)
-        return self.images[idx].to(self.device), g
-
-    def state(self) -> tuple[dict, dict]:
-        tensors, meta = {}, {"kind": "baseline", "baseline_format": BASELINE_FORMAT, "method": self.method,
-                             "config": self.cfg.to_dict(), "arch": self.arch(), "step": self.step_idx,
-                             "opt": {}, "torch": torch.__version__}
-        for name, net in self.nets.items():
-            tensors.update(ckpt.prefixed(f"net.{name}", net.state_dict()))
-        for name, opt in self.opts.items():
-            t, m = ckpt.optimizer_state(opt, f"opt.{name}")
-            tensors.update(t)
-            meta["opt"][name] = m
-        t, meta["rng"] = ckpt.rng_state()
-        tensors.update(t)
-        meta["counters"] = self.counters()
-        return tensors, meta
-
-    def counters(self) -> dict:
-        """Extra integers a trainer keeps (saved and restored with the checkpoint)."""
-        return {}
-
-    def set_counters(self, values: dict) -> None:
-        pass
-
-    def save(self, path) -> Path:
-        tensors, meta = self.state()
-        return ckpt.save_checkpoint(path, tensors, meta)
-
-    def load(self, path) -> None:
-        tensors, meta = ckpt.load_checkpoint(path)
-        if meta.get("kind") != "baseline" or meta.get("method") != self.method:
-            raise ValueError(f"{path} is not a {self.method} checkpoint (kind {meta.get('kind')!r}, "
-                             f"method {meta.get('method')!r})")
-        ckpt.check_config(path, meta["arch"], self.arch(), sorted(self.arch()))
-        changed = sorted(k for k, v in self.cfg.to_dict().items()           # a longer run (steps) is the usual case
-                         if k != "steps" and json.loads(json.dumps(v)) != meta["config"].get(k))
-        if changed:
-            print(f"note: resuming {path} with changed settings {changed} (was "
-                  f"{ {k: meta['config'].get(k) for k in changed} })")
-        for name, net in self.nets.items():
-            net.load_state_dict(ckpt.unprefixed(f"net.{name}", tensors))
-        for name, opt in self.opts.items():
-            ckpt.load_optimizer_state(opt, f"opt.{name}", tensors, meta["opt"][name])
-        self.step_idx = int(meta["step"])
-        ckpt.set_rng_state(tensors, meta["rng"])
-        self.set_counters(meta.get("counters", {}))
 
 
 # ----------------------------------------------------------------------------- autoencoder and VAE
@@ -393,6 +303,11 @@ def build_nets(method: str, arch: dict) -> dict[str, torch.nn.Module]:
     if method == "ganomaly":
         cfg = ganomaly_nets.GanomalyConfig(**a)
         return {"G": ganomaly_nets.GanomalyGenerator(cfg), "D": ganomaly_nets.GanomalyDiscriminator(cfg)}
+    if method in ("deepsvdd", "deepsad"):
+        cfg = svdd_nets.DeepSVDDConfig(**a)
+        return {"phi": svdd_nets.DeepSVDDEncoder(cfg), "decoder": svdd_nets.DeepSVDDDecoder(cfg)}
+    if method in ("cutpaste", "anatpaste"):
+        return {"net": resnet.ResNet18(resnet.ResNetConfig(**a))}
     raise ValueError(f"unknown baseline {method!r}; trainable baselines: {', '.join(RECIPES)}")
 
 
@@ -402,7 +317,19 @@ RECIPES = {
     "vae": (VAEConfig, VAETrainer),
     "fanogan": (FAnoGANConfig, FAnoGANTrainer),
     "ganomaly": (GanomalyConfig, GanomalyTrainer),
+    "deepsvdd": (DeepSVDDConfig, DeepSVDDTrainer),
+    "deepsad": (DeepSADConfig, DeepSADTrainer),
+    "cutpaste": (CutPasteConfig, CutPasteTrainer),
+    "anatpaste": (AnatPasteConfig, AnatPasteTrainer),
 }
+
+# the nets a method needs to score (what is shipped and loaded); the others only serve training
+SCORING_NETS = {"deepsvdd": ("phi",), "deepsad": ("phi",)}
+
+
+def scoring_nets(method: str) -> tuple[str, ...] | None:
+    """Names of the nets scoring needs, None for all of them."""
+    return SCORING_NETS.get(method)
 
 
 def baseline_config(method: str, preset: str = "cpu", **overrides) -> BaselineConfig:
@@ -419,16 +346,35 @@ def baseline_config(method: str, preset: str = "cpu", **overrides) -> BaselineCo
     return cls(**values)
 
 
+def labelled_from_folder(data, cfg) -> torch.Tensor:
+    """cfg.n_labelled anomalies of DATA/valid (data.splits.labelled_anomalies, seeded by cfg.seed). [K, C, R, R]"""
+    from ..data.splits import labelled_anomalies, load_split, to_model_input
+
+    if isinstance(data, torch.Tensor):
+        raise ValueError("deepsad: pass `labelled` images when training from a tensor")
+    valid = load_split(data, "valid")
+    pick = labelled_anomalies(valid, cfg.n_labelled, seed=cfg.seed)
+    return to_model_input(valid.images[pick], cfg.resolution, cfg.channels)
+
+
 def train_baseline(method: str, data, out_dir, config: BaselineConfig | None = None, resume: bool = False,
-                   progress: bool = True) -> dict:
-    """Train one baseline on normals: `data` is an MVTec-layout folder (train/good) or images [N, C, R, R]."""
+                   progress: bool = True, labelled: torch.Tensor | None = None) -> dict:
+    """Train one baseline on normals: `data` is an MVTec-layout folder (train/good) or images [N, C, R, R].
+
+    labelled: anomalies [K, C, R, R] for the semi-supervised recipe (deepsad); never test images."""
     from .gan import load_images
     from .loop import run_training
 
     cfg = config or baseline_config(method)
     images = data if isinstance(data, torch.Tensor) else load_images(data, cfg.resolution, cfg.channels)
-    trainer = RECIPES[method][1](cfg, images)
+    if method == "deepsad":
+        if labelled is None:          # from the folder's validation split, as DeepSAD.fit picks them
+            labelled = labelled_from_folder(data, cfg)
+        trainer = RECIPES[method][1](cfg, images, labelled)
+    else:
+        trainer = RECIPES[method][1](cfg, images)
     start = {"method": method, "config": cfg.to_dict(), "device": str(trainer.device), "n_images": len(images),
+             "n_labelled": 0 if labelled is None else len(labelled),
              "parameters": {k: sum(p.numel() for p in v.parameters()) for k, v in trainer.nets.items()}}
     return run_training(trainer, out_dir, cfg.steps, checkpoint_name=CHECKPOINT_NAME, log_every=cfg.log_every,
                         snapshot_every=cfg.snapshot_every, resume=resume, progress=progress,

@@ -440,3 +440,17 @@ def paired_comparisons(runs: dict, ours: str = "hqanogan", n_boot: int = 1000, s
         out[name] = {"n": len(pick), "diff": boot["diff"], "ci95": boot["ci95"], "p_bootstrap": boot["p"],
                      "p_delong": delong["p"], "z": delong["z"]}
     return out
+
+
+def label_curve(train: SplitArrays, test: SplitArrays, valid: SplitArrays, ks=(5, 20, 50), n_boot: int = 1000,
+                seed: int = 0, method: str = "deepsad", zero: str = "deepsvdd") -> list[dict]:
+    """Test AUROC [95 % CI] of a semi-supervised method against the number k of labelled anomalies it was
+    given from the validation split (k = 0: its unsupervised counterpart `zero`). -> [{"k", "value", "ci95"}]"""
+    points = []
+    for k in (0, *ks):
+        name, options = (zero, None) if k == 0 else (method, {"n_labelled": int(k)})
+        run = run_method(name, train, test, seed=seed, options=options, valid=valid)
+        value, lo, hi = metrics.bootstrap_ci(metrics.auroc, run.scores, run.test.labels, n_boot=n_boot, seed=seed)
+        points.append({"k": int(k), "method": name, "value": value, "ci95": [lo, hi],
+                       "weights": run.timing["info"].get("weights")})
+    return points

@@ -376,3 +376,80 @@ def method_gallery(images, rows: dict, masks=None, titles=None, cell: float = 1.
             axes[0, j].set_title(t, fontsize=8)
     fig.tight_layout(pad=0.2)
     return fig
+
+
+def roc_by_family(scores_by_method: dict, labels, families: dict, reference: str = "hqanogan", cell: float = 3.3):
+    """One ROC panel per family of methods ({family: [method, ...]}), each with `reference` dashed in black
+    for comparison. scores_by_method: {name: [N]} on the same images."""
+    n = len(families)
+    ncols = min(3, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, cell * nrows), squeeze=False)
+    for ax, (family, names) in zip(axes.flat, families.items()):
+        for name in names:
+            if name == reference or name not in scores_by_method:
+                continue
+            fpr, tpr, _ = metrics.roc_curve(scores_by_method[name], labels)
+            ax.plot(fpr, tpr, lw=1.2, label=f"{name} {metrics.auroc(scores_by_method[name], labels):.2f}")
+        if reference in scores_by_method:
+            fpr, tpr, _ = metrics.roc_curve(scores_by_method[reference], labels)
+            ax.plot(fpr, tpr, color="k", lw=1.2, ls="--",
+                    label=f"{reference} {metrics.auroc(scores_by_method[reference], labels):.2f}")
+        ax.plot([0, 1], [0, 1], color="0.75", lw=0.6, ls=":")
+        ax.set_title(family, fontsize=9)
+        ax.set_aspect("equal")
+        ax.legend(fontsize=7, loc="lower right", title="AUROC", title_fontsize=7)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    fig.supxlabel("false positive rate", fontsize=8)
+    fig.supylabel("true positive rate", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def forest_by_type(report: dict, methods=None, highlight: str = "hqanogan", cell: float = 2.3):
+    """AUROC with 95 % CI of every method (rows), one panel per anomaly type and one overall: a forest
+    plot, methods sorted by overall AUROC, `highlight` in black."""
+    methods = list(methods or report["methods"])
+    methods.sort(key=lambda m: report["methods"][m]["image"]["auroc"]["value"])
+    kinds = sorted({k for m in methods for k in report["methods"][m]["per_type"]}) + ["overall"]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(cell * len(kinds), 0.22 * len(methods) + 1.0), sharey=True)
+    y = np.arange(len(methods))
+    for ax, kind in zip(axes, kinds):
+        for i, m in enumerate(methods):
+            r = report["methods"][m]
+            e = r["image"]["auroc"] if kind == "overall" else r["per_type"][kind]["auroc"]
+            color = "k" if m == highlight else "tab:blue"
+            ax.errorbar(e["value"], i, xerr=[[e["value"] - e["ci95"][0]], [e["ci95"][1] - e["value"]]], fmt="o",
+                        ms=3, color=color, capsize=2, lw=1)
+        ax.axvline(0.5, color="0.7", lw=0.7, ls="--")
+        ax.set_title(kind, fontsize=9)
+        ax.set_xlim(0.3, 1.0)
+        ax.tick_params(labelsize=7)
+    axes[0].set_yticks(y, methods, fontsize=7)
+    fig.supxlabel("image AUROC (95 % CI)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def label_curve(points: list[dict], reference: dict | None = None, title: str | None = None):
+    """Test AUROC (95 % CI) against the number of labelled anomalies k. points: [{"k", "value", "ci95"}];
+    reference: {"name", "value", "ci95"} drawn as a band (e.g. the unsupervised method the book is about)."""
+    fig, ax = plt.subplots(figsize=(4.4, 3.0))
+    k = np.array([p["k"] for p in points])
+    v = np.array([p["value"] for p in points])
+    lo = v - np.array([p["ci95"][0] for p in points])
+    hi = np.array([p["ci95"][1] for p in points]) - v
+    ax.errorbar(k, v, yerr=[lo, hi], fmt="o-", capsize=3, label="Deep SAD (k = 0: Deep SVDD)")
+    if reference is not None:
+        ax.axhspan(*reference["ci95"], color="0.85", zorder=0)
+        ax.axhline(reference["value"], color="k", lw=1, ls="--", label=f"{reference['name']} (k = 0)")
+    ax.set_xlabel("labelled anomalies from the validation split, k")
+    ax.set_ylabel("test AUROC (95 % CI)")
+    ax.set_xticks(k)
+    ax.legend(fontsize=7, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

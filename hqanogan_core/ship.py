@@ -26,7 +26,7 @@ from .methods import METHODS
 from .methods.base import n_parameters
 from .methods.learned import SHIPPED_WEIGHTS, images_digest, weights_file
 from .provenance import code_revision, file_sha256, portable_path
-from .train.baselines import build_nets
+from .train.baselines import RECIPES, build_nets, scoring_nets
 from .train.loop import read_log, step_seconds
 
 SHIPPED_BASELINE_FORMAT = "hqanogan-pretrained-baseline-v1"   # the folder (its weights: train.baselines format)
@@ -38,20 +38,28 @@ def validation_auroc(method: str, weights, data, seed: int = 0, n_boot: int = 10
     model = METHODS[method](run=weights, seed=seed)
     train = train if train is not None else load_split(data, "train")
     valid = load_split(data, "valid")
-    model.fit(train.images)
+    model.fit(train.images, valid=valid)
+    seen = getattr(model, "labelled_indices", lambda v: np.zeros(0, dtype=np.int64))(valid)
+    if len(seen):                         # a semi-supervised method is not judged on the images it trained on
+        valid = valid.take(np.setdiff1d(np.arange(len(valid)), seen))
     scores = np.asarray(model.score(valid.images)["pred_score"], dtype=np.float64)
     value, lo, hi = metrics.bootstrap_ci(metrics.auroc, scores, valid.labels, n_boot=n_boot, seed=seed)
     return {"split": "valid", "n": int(len(valid)), "n_abnormal": int(valid.labels.sum()), "auroc": value,
-            "ci95": [lo, hi], "n_boot": n_boot}
+            "ci95": [lo, hi], "n_boot": n_boot, "excluded_labelled": int(len(seen))}
 
 
-def _data_section(data, train) -> dict:
+def _data_section(data, train, method: str, config: dict) -> dict:
     """Where the weights were trained: the folder, its phantom fingerprint, and the digest of the training
-    images (`LearnedBaseline.fit` loads shipped weights only for exactly these images)."""
+    images and of any labelled validation images (`LearnedBaseline.fit` loads shipped weights only for
+    exactly these)."""
     data = Path(data)
     marker = data / "fingerprint.txt"
+    cfg = RECIPES[method][0].from_dict(config)
+    valid = load_split(data, "valid") if (data / "valid").is_dir() else None
+    extras = METHODS[method].training_extras(valid, cfg)
     return {"path": portable_path(data), "fingerprint": marker.read_text().strip() if marker.exists() else None,
-            "train_images_sha256": images_digest(train.images), "n_train": len(train)}
+            "train_images_sha256": images_digest(train.images, *(v.numpy() for v in extras.values())),
+            "n_train": len(train), "n_labelled": int(sum(len(v) for v in extras.values()))}
 
 
 def export_baseline(run_dir, out_dir, method: str, data, command: str, note: str = "") -> dict:
@@ -66,8 +74,10 @@ def export_baseline(run_dir, out_dir, method: str, data, command: str, note: str
         raise ValueError(f"{source} is a {meta.get('method')!r} {meta.get('kind')!r} checkpoint, not {method!r}")
     lines = read_log(run_dir / "log.jsonl")
     train = load_split(data, "train")
+    needed = scoring_nets(method)          # training-only nets (e.g. Deep SVDD's decoder) are not shipped
     nets = {k: v.float().contiguous() if v.is_floating_point() else v.contiguous()
-            for k, v in sorted(tensors.items()) if k.startswith("net.")}
+            for k, v in sorted(tensors.items())
+            if k.startswith("net.") and (needed is None or k.split(".")[1] in needed)}
     shipped_meta = {k: meta[k] for k in ("kind", "baseline_format", "method", "config", "arch", "step") if k in meta}
     shipped_meta["train_seconds"] = round(step_seconds(lines), 1)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -82,8 +92,10 @@ def export_baseline(run_dir, out_dir, method: str, data, command: str, note: str
         "training": {"steps": meta["step"], "step_seconds": shipped_meta["train_seconds"],
                      "step_seconds_measures": "time inside the training step only (log.jsonl s_per_step x steps)",
                      "device": start.get("device"), "torch": meta.get("torch"), "images": start.get("n_images"),
-                     "parameters": n_parameters(*build_nets(method, meta["arch"]).values())},   # not buffers
-        "data": _data_section(data, train),
+                     "parameters": n_parameters(*build_nets(method, meta["arch"]).values()),   # not buffers
+                     "parameters_shipped": n_parameters(*(n for k, n in build_nets(method, meta["arch"]).items()
+                                                          if needed is None or k in needed))},
+        "data": _data_section(data, train, method, meta["config"]),
         "validation": validation_auroc(method, out_dir, data, train=train),
     }
     manifest["export_seconds"] = round(time.time() - t0, 1)
@@ -118,4 +130,19 @@ def read_baseline_manifest(path) -> dict:
     return manifest
 
 
-__all__ = ["export_baseline", "validation_auroc", "read_baseline_manifest", "SHIPPED_BASELINE_FORMAT"]
+def shipped_baselines(root=None) -> dict[str, int]:
+    """{folder relative to data/pretrained: bytes} of every shipped baseline (a folder whose manifest has
+    the shipped-baseline format), sizes from the manifests' file lists."""
+    from .paths import data_dir
+
+    root = Path(root) if root is not None else data_dir() / "pretrained"
+    out = {}
+    for manifest in sorted(root.rglob(MANIFEST_FILE)):
+        doc = json.loads(manifest.read_text())
+        if doc.get("format") == SHIPPED_BASELINE_FORMAT:
+            out[manifest.parent.relative_to(root).as_posix()] = int(doc["total_bytes"])
+    return out
+
+
+__all__ = ["export_baseline", "validation_auroc", "read_baseline_manifest", "shipped_baselines",
+           "SHIPPED_BASELINE_FORMAT"]

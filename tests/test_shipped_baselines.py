@@ -11,9 +11,14 @@ from hqanogan_core.methods import METHODS
 from hqanogan_core.methods.learned import images_digest, load_baseline_nets, shipped_path
 from hqanogan_core.metrics import auroc
 from hqanogan_core.paths import REPO_ROOT
-from hqanogan_core.ship import read_baseline_manifest
+from hqanogan_core.ship import read_baseline_manifest, shipped_baselines
 
-SHIPPED = ["ae", "vae", "fanogan", "ganomaly"]
+# (folder under data/pretrained, method, constructor options that must select that folder)
+SHIPPED = [("ae", "ae", {}), ("vae", "vae", {}), ("fanogan", "fanogan", {}), ("ganomaly", "ganomaly", {}),
+           ("deepsvdd", "deepsvdd", {}), ("cutpaste", "cutpaste", {}), ("anatpaste", "anatpaste", {}),
+           ("deepsad/k5", "deepsad", {"n_labelled": 5}), ("deepsad/k20", "deepsad", {"n_labelled": 20}),
+           ("deepsad/k50", "deepsad", {"n_labelled": 50})]
+IDS = [folder for folder, _, _ in SHIPPED]
 TOLERANCE = 1e-6      # same weights, same images, same code: deterministic on the CPU up to float summation order
 ALL_SHIPPED_LIMIT = 40_000_000
 
@@ -33,32 +38,40 @@ def test_shipped_weights_serve_only_their_training_images(splits):
     assert not METHODS["ae"](steps=3)._shipped_fits(folder, train.images, images_digest(train.images))   # a budget
 
 
-@pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_baseline_folder_is_complete(name):
-    path = shipped_path(name)
+@pytest.mark.parametrize("folder,name,options", SHIPPED, ids=IDS)
+def test_shipped_baseline_folder_is_complete(folder, name, options):
+    path = shipped_path(folder)
     m = read_baseline_manifest(path)
     on_disk = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
     assert m["total_bytes"] == on_disk < 10_000_000
     assert m["method"] == name and m["training"]["steps"] > 0 and m["training"]["step_seconds"] > 0
     assert m["command"].startswith("python -m hqanogan_core train-baseline " + name)
+    assert m["data"].get("n_labelled", 0) == options.get("n_labelled", 0) == m["config"].get("n_labelled", 0)
     assert str(REPO_ROOT) not in json.dumps(m), "a manifest must not record this machine's paths"
     nets, meta = load_baseline_nets(path, name)
     assert meta["arch"]["resolution"] == 64 and all(not p.requires_grad for n in nets.values() for p in n.parameters())
 
 
-@pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_baseline_reproduces_validation_auroc(name, splits):
+@pytest.mark.parametrize("folder,name,options", SHIPPED, ids=IDS)
+def test_shipped_baseline_reproduces_validation_auroc(folder, name, options, splits):
     data, train, split = splits
-    m = read_baseline_manifest(shipped_path(name))
+    m = read_baseline_manifest(shipped_path(folder))
     if m["data"]["fingerprint"] != (data / "fingerprint.txt").read_text().strip():
-        pytest.fail(f"{name} was validated on another phantom ({m['data']['fingerprint']}); re-export it")
-    method = METHODS[name]()                  # no options: must pick the shipped weights, which serve
-    method.fit(train.images)                  # exactly the images they were trained on (fit only loads)
-    assert method.info()["weights"] == f"data/pretrained/{name}"
+        pytest.fail(f"{folder} was validated on another phantom ({m['data']['fingerprint']}); re-export it")
+    method = METHODS[name](**options)         # no budget: must pick the shipped weights, which serve
+    method.fit(train.images, valid=split)     # exactly the images they were trained on (fit only loads)
+    assert method.info()["weights"] == f"data/pretrained/{folder}"
+    if hasattr(method, "labelled_indices"):   # Deep SAD: judged without the validation images it trained on
+        seen = method.labelled_indices(split)
+        assert len(seen) == options["n_labelled"] == m["validation"]["excluded_labelled"]
+        assert (split.labels[seen] == 1).all()
+        split = split.take(np.setdiff1d(np.arange(len(split)), seen))
     scores = method.score(split.images)["pred_score"]
     assert np.isfinite(scores).all()
     assert abs(auroc(scores, split.labels) - m["validation"]["auroc"]) <= TOLERANCE
 
 
 def test_all_shipped_baselines_together_are_small():
-    assert sum(read_baseline_manifest(shipped_path(n))["total_bytes"] for n in SHIPPED) < ALL_SHIPPED_LIMIT
+    sizes = shipped_baselines()
+    assert set(sizes) == set(IDS), "every shipped baseline folder is listed (and tested) here"
+    assert sum(sizes.values()) < ALL_SHIPPED_LIMIT

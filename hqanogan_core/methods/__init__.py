@@ -34,4 +34,14 @@ METHODS = {
     "hqanogan": HQAnoGAN,
 }
 
-__all__ = ["METHODS"]
+# how the book groups them (data, not code): what each family learns from the normals
+FAMILIES = {
+    "floors": ["mean", "iforest", "pca"],
+    "reconstruction": ["ae", "vae"],
+    "GAN-based": ["anogan", "fanogan", "ganomaly", "hqanogan"],
+    "one-class": ["deepsvdd", "deepsad"],
+    "self-supervised": ["cutpaste", "anatpaste"],
+    "pretrained features": ["gaussian_ad", "padim", "patchcore"],
+}
+
+__all__ = ["METHODS", "FAMILIES"]

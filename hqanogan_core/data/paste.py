@@ -76,8 +76,9 @@ def cutpaste_scar(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     sy, sx = rng.integers(0, h - sl + 1), rng.integers(0, w - sw + 1)
     strip = _jitter(x[sy:sy + sl, sx:sx + sw], rng)
     angle = rng.uniform(*SCAR_ANGLE)
-    strip = ndimage.rotate(strip, angle, reshape=True, order=1, mode="constant", cval=-1.0)
-    inside = ndimage.rotate(np.ones((sl, sw), np.float32), angle, reshape=True, order=0, mode="constant") > 0.5
+    strip = ndimage.rotate(strip, angle, reshape=True, order=1, mode="nearest")
+    # grid-constant: a 1-2 px strip keeps its pixels (plain "constant" rounds a thin rotated mask to nothing)
+    inside = ndimage.rotate(np.ones((sl, sw), np.float32), angle, reshape=True, order=0, mode="grid-constant") > 0.5
     sh, sw2 = strip.shape
     ty, tx = rng.integers(0, max(1, h - sh + 1)), rng.integers(0, max(1, w - sw2 + 1))
     out = x.copy()
@@ -108,13 +109,13 @@ def lung_mask(image: np.ndarray) -> np.ndarray:
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     """The threshold that maximises the between-class variance of `values` (Otsu 1979)."""
     hist, edges = np.histogram(values.ravel(), bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
+    centres = (edges[:-1] + edges[1:]) / 2                     # class means use bin centres
     w0 = np.cumsum(hist)
     w1 = w0[-1] - w0
     m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
     m1 = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(w1, 1)
     between = w0 * w1 * (m0 - m1) ** 2
-    return float(centres[int(np.argmax(between[:-1]))])
+    return float(edges[1:][int(np.argmax(between[:-1]))])      # the split's upper bin edge: x < t is the dark class
 
 
 def anatpaste(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -110,11 +110,17 @@ def stratified_subset(split: SplitArrays, n_per_type: dict[str, int] | int, seed
 
 
 def labelled_anomalies(split: SplitArrays, k: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices of k abnormal images of `split`, spread evenly over its anomaly types (the first
-    k mod T types get one more), seeded: what a semi-supervised method may see labelled."""
-    kinds = sorted(set(split.types[split.labels == 1]))
+    """Sorted indices of k abnormal images of `split`, spread evenly over its anomaly types (handed out one
+    per type in turn, skipping types that have run out), seeded: what a semi-supervised method may see
+    labelled."""
+    kinds = sorted(str(t) for t in set(split.types[split.labels == 1]))
     if k < 0 or k > int(split.labels.sum()):
         raise ValueError(f"asked for {k} labelled anomalies; the split has {int(split.labels.sum())}")
-    per = {str(t): k // len(kinds) + (i < k % len(kinds)) for i, t in enumerate(kinds)} if kinds else {}
+    available = {t: int(np.sum((split.types == t) & (split.labels == 1))) for t in kinds}
+    per, left = dict.fromkeys(kinds, 0), k
+    while left:
+        for t in [t for t in kinds if per[t] < available[t]][:left]:
+            per[t] += 1
+            left -= 1
     per["good"] = 0
     return stratified_subset(split, per, seed=seed) if k else np.zeros(0, dtype=np.int64)

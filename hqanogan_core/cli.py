@@ -199,6 +199,10 @@ def cmd_benchmark(args) -> int:
     from hqanogan_core.benchmark import run_benchmark
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if methods == ["all"]:
+        from hqanogan_core.methods import METHODS
+
+        methods = list(METHODS)
     options = method_options(args.set, methods)
     if args.run:
         options.setdefault("hqanogan", {})["run"] = args.run
@@ -308,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("benchmark", help="fit and score methods with one harness, bootstrap CIs")
     p.add_argument("--data", required=True)
-    p.add_argument("--methods", default="mean,iforest,pca")
+    p.add_argument("--methods", default="mean,iforest,pca", help="comma-separated names, or 'all'")
     p.add_argument("--out", default=None)
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--n-boot", type=int, default=1000)

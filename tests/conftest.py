@@ -54,3 +54,37 @@ def shipped(tmp_path_factory):
                               data_dir=data, n_recon=6)
     return {"root": root, "data": data, "gan": gan, "enc": enc, "enc_run": root / "enc_run", "manifest": manifest,
             **SHIPPED_COUNTS, "tiny_enc": dict(TINY_ENC)}
+
+
+@pytest.fixture
+def resume_is_bit_exact(tmp_path):
+    """check(make, steps, half): a trainer from `make()` run `steps` steps straight, and one run `half`
+    steps, saved, loaded into a fresh `make()` and run the rest, end with identical stats, tensors,
+    optimiser and RNG state. Returns the straight run's state (tensors, meta) for further checks."""
+    from hqanogan_core.train.baselines import CHECKPOINT_NAME
+
+    def check(make, steps: int, half: int):
+        straight = make()
+        stats_straight = [straight.step() for _ in range(steps)]
+        first = make()
+        for _ in range(half):
+            first.step()
+        path = first.save(tmp_path / CHECKPOINT_NAME)
+        resumed = make()                                     # a fresh trainer: freshly initialised nets
+        fresh = {k: v.clone() for k, v in resumed.state()[0].items() if k.startswith("net.")}
+        resumed.load(path)
+        assert resumed.step_idx == half
+        assert any(not torch.equal(fresh[k], v) for k, v in resumed.state()[0].items() if k.startswith("net.")), \
+            "loading changed nothing: the comparison below would be vacuous"
+        stats_resumed = [resumed.step() for _ in range(steps - half)]
+        assert stats_resumed == stats_straight[half:]
+        a, meta_a = straight.state()
+        b, meta_b = resumed.state()
+        assert sorted(a) == sorted(b)
+        differ = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not differ, f"tensors differ after resuming: {differ[:5]}"
+        assert any(k.startswith("opt.") for k in a) and any(k.startswith("net.") for k in a)
+        assert meta_a["opt"] == meta_b["opt"] and meta_a["rng"] == meta_b["rng"] and meta_a["step"] == steps
+        return a, meta_a
+
+    return check

@@ -105,18 +105,41 @@ def bootstrap_ci(
     """(point estimate, lower, upper): percentile bootstrap CI at level 1 - alpha.
 
     Resamples normals and abnormals separately (stratified), so every replicate has
-    both classes and the class balance of the test set is kept.
+    both classes and the class balance of the test set is kept. For `auroc` the replicates
+    are computed all at once from the resampling counts (`_auroc_of_resamples`: the same
+    values as calling auroc on each resample, in a fraction of the time).
     """
     scores, labels = _check(scores, labels)
     rng = np.random.default_rng(seed)
     pos = np.flatnonzero(labels)
     neg = np.flatnonzero(~labels)
-    stats = np.empty(n_boot)
-    for b in range(n_boot):
-        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
-        stats[b] = metric(scores[idx], labels[idx])
+    draws = [(rng.choice(pos, len(pos)), rng.choice(neg, len(neg))) for _ in range(n_boot)]
+    if metric is auroc:
+        stats = _auroc_of_resamples(scores, pos, neg, draws)
+    else:
+        stats = np.array([metric(scores[np.r_[p, n]], labels[np.r_[p, n]]) for p, n in draws])
     lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
     return float(metric(scores, labels)), float(lo), float(hi)
+
+
+def _auroc_of_resamples(scores: np.ndarray, pos: np.ndarray, neg: np.ndarray, draws) -> np.ndarray:
+    """AUROC of every resample [(abnormal indices, normal indices), ...] -> [B].
+
+    A resample is a count per image. AUROC = sum over abnormals i of c_i * (weight of normals scored
+    below s_i + half the weight tied with it) / (n_pos * n_neg), and the normal weight below any value is a
+    cumulative sum over the normals sorted by score."""
+    order = np.argsort(scores[neg], kind="mergesort")
+    sorted_neg = scores[neg][order]
+    slot = np.empty(len(scores), dtype=np.int64)        # image index -> its place among the abnormals, or
+    slot[pos] = np.arange(len(pos))                     # among the normals sorted by score
+    slot[neg[order]] = np.arange(len(neg))
+    c_pos = np.stack([np.bincount(slot[p], minlength=len(pos)) for p, _ in draws])            # [B, P]
+    c_neg = np.stack([np.bincount(slot[n], minlength=len(neg)) for _, n in draws])            # [B, N] sorted
+    cum = np.concatenate([np.zeros((len(draws), 1)), np.cumsum(c_neg, axis=1)], axis=1)             # [B, N + 1]
+    below = np.searchsorted(sorted_neg, scores[pos], side="left")                                    # [P]
+    up_to = np.searchsorted(sorted_neg, scores[pos], side="right")
+    wins = cum[:, below] + 0.5 * (cum[:, up_to] - cum[:, below])                                     # [B, P]
+    return (c_pos * wins).sum(axis=1) / (len(pos) * len(neg))
 
 
 def delong_test(scores_a, scores_b, labels) -> dict:
@@ -155,10 +178,12 @@ def paired_bootstrap(metric: Callable[[np.ndarray, np.ndarray], float], scores_a
     b, _ = _check(scores_b, labels)
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(labels), np.flatnonzero(~labels)
-    diffs = np.empty(n_boot)
-    for i in range(n_boot):
-        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
-        diffs[i] = metric(a[idx], labels[idx]) - metric(b[idx], labels[idx])
+    draws = [(rng.choice(pos, len(pos)), rng.choice(neg, len(neg))) for _ in range(n_boot)]
+    if metric is auroc:
+        diffs = _auroc_of_resamples(a, pos, neg, draws) - _auroc_of_resamples(b, pos, neg, draws)
+    else:
+        diffs = np.array([metric(a[np.r_[p, n]], labels[np.r_[p, n]]) - metric(b[np.r_[p, n]], labels[np.r_[p, n]])
+                          for p, n in draws])
     lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
     p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
     return {"diff": float(metric(a, labels) - metric(b, labels)), "ci95": [float(lo), float(hi)], "p": float(p)}

@@ -212,3 +212,18 @@ def test_aupro_counts_region_pixels_between_normal_values():
     maps = np.array([[[0.9, 0.3, 0.8, 0.2, 0.1, 0.0]]])
     masks = np.array([[[1, 1, 0, 0, 0, 0]]], dtype=bool)
     assert metrics.aupro(maps, masks, fpr_limit=0.5) == pytest.approx(0.75)
+
+
+def test_vectorised_auroc_bootstrap_equals_the_generic_loop():
+    """bootstrap_ci / paired_bootstrap compute AUROC replicates from resampling counts; with ties in the
+    scores they must give exactly what calling auroc on every resample gives (same draws)."""
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(40), np.ones(25)].astype(int)
+    a = np.round(rng.normal(size=65) + y, 1)                 # rounded: many ties, within and across classes
+    b = np.round(a + rng.normal(size=65), 1)
+    generic = lambda s, l: metrics.auroc(s, l)               # noqa: E731 - not `auroc` itself: the plain loop
+    assert metrics.bootstrap_ci(metrics.auroc, a, y, n_boot=200, seed=5) == \
+        metrics.bootstrap_ci(generic, a, y, n_boot=200, seed=5)
+    fast = metrics.paired_bootstrap(metrics.auroc, a, b, y, n_boot=200, seed=5)
+    slow = metrics.paired_bootstrap(generic, a, b, y, n_boot=200, seed=5)
+    assert fast["ci95"] == pytest.approx(slow["ci95"], abs=1e-12) and fast["p"] == slow["p"]

@@ -1,5 +1,5 @@
 """Validation-split choices for the pretrained-feature baselines: backbone (AlexNet or VGG-16, the two
-ImageNet networks available offline) and the number of training normals the statistics are fitted on.
+ImageNet networks available offline), input size and the number of training normals the statistics are fitted on.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/feature_choices.py [--data data/cache/phantom64] [--out FILE]
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -20,9 +21,11 @@ from hqanogan_core.data.default import phantom_dataset
 from hqanogan_core.data.splits import load_split
 from hqanogan_core.methods import METHODS
 
-GRID = [("gaussian_ad", "alex", 1000), ("gaussian_ad", "vgg", 1000), ("gaussian_ad", "alex", 4000),
-        ("padim", "alex", 1000), ("padim", "vgg", 1000), ("padim", "alex", 4000),
-        ("patchcore", "alex", 500), ("patchcore", "vgg", 500), ("patchcore", "alex", 1000)]
+# (method, backbone, n_fit, input size): the default first, then one change at a time
+GRID = [(m, "alex", n, size) for m, n in (("gaussian_ad", 1000), ("padim", 1000), ("patchcore", 500))
+        for size in (64, 128)]
+GRID += [("gaussian_ad", "vgg", 1000, 64), ("padim", "vgg", 1000, 64), ("patchcore", "vgg", 500, 64),
+         ("gaussian_ad", "alex", 4000, 64), ("padim", "alex", 4000, 64), ("patchcore", "alex", 1000, 64)]
 
 
 def main() -> int:
@@ -30,22 +33,22 @@ def main() -> int:
     parser.add_argument("--data", default=None)
     parser.add_argument("--out", default=None, help="write the rows as JSON here too")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     data = args.data or phantom_dataset()
     train, valid = load_split(data, "train"), load_split(data, "valid")
     rows = []
-    for name, backbone, n_fit in GRID:
-        method = METHODS[name](backbone=backbone, n_fit=n_fit)
+    for name, backbone, n_fit, size in GRID:
+        method = METHODS[name](backbone=backbone, n_fit=n_fit, input_size=size)
         t0 = time.perf_counter()
         method.fit(train.images)
         t1 = time.perf_counter()
         scores = method.score(valid.images)["pred_score"]
         t2 = time.perf_counter()
         value, lo, hi = metrics.bootstrap_ci(metrics.auroc, scores, valid.labels, n_boot=1000, seed=0)
-        row = {"method": name, "backbone": backbone, "n_fit": n_fit, "valid_auroc": value, "ci95": [lo, hi],
+        row = {"method": name, "backbone": backbone, "n_fit": n_fit, "input_size": size, "valid_auroc": value, "ci95": [lo, hi],
                "fit_s": round(t1 - t0, 1), "score_ms_per_image": round(1000 * (t2 - t1) / len(valid), 1)}
         rows.append(row)
-        print(f"{name:12s} {backbone:5s} n_fit {n_fit:5d}  valid AUROC {value:.3f} [{lo:.3f}, {hi:.3f}]  "
+        print(f"{name:12s} {backbone:5s} n_fit {n_fit:5d} input {size:4d}  valid AUROC {value:.3f} [{lo:.3f}, {hi:.3f}]  "
               f"fit {row['fit_s']:6.1f} s  score {row['score_ms_per_image']:5.1f} ms/image", flush=True)
     if args.out:
         with open(args.out, "w") as f:

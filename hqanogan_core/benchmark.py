@@ -118,6 +118,7 @@ def run_method(name: str, train: SplitArrays, test: SplitArrays, seed: int = 0, 
     if subset:
         test = test.take(stratified_subset(test, int(subset), seed=seed))
     _reset_peak_rss()
+    rss_before = _rss_mb()
     tracemalloc.start()
     try:
         t0 = time.perf_counter()
@@ -139,10 +140,22 @@ def run_method(name: str, train: SplitArrays, test: SplitArrays, seed: int = 0, 
         assert maps.shape == test.images.shape, f"{name} returned maps of shape {maps.shape}"
     timing = {"train_seconds": fit_seconds, "score_seconds": t2 - t1,
               "ms_per_image": 1000 * (t2 - t1) / len(test.images), "peak_traced_mb": peak / 2**20,
-              "peak_rss_mb": _peak_rss_mb(), "info": method.info()}
+              "peak_rss_mb": (peak_rss := _peak_rss_mb()), "info": method.info(),
+              "peak_added_mb": None if peak_rss is None or rss_before is None else max(0.0, peak_rss - rss_before)}
     terms = {k: np.asarray(v) for k, v in out.items()
              if k != "pred_score" and np.ndim(v) == 1 and len(v) == len(scores)}
     return MethodRun(scores, maps, timing, terms, method, test)
+
+
+def _rss_mb() -> float | None:
+    """Resident memory of the process now, in MB (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return None
 
 
 def _reset_peak_rss() -> None:
@@ -295,19 +308,54 @@ def _digest(*arrays) -> str:
     return h.hexdigest()
 
 
-# what a stored result's numbers depend on besides the method's own classes (hashed into its key)
-RESULT_CODE = ("benchmark.py", "metrics.py", "data/splits.py", "data/folder.py", "data/preprocess.py",
-               "train/baselines.py", "methods/learned.py", "methods/base.py")
+# what a stored result's numbers depend on besides the code the method imports (hashed into its key)
+RESULT_CODE = ("benchmark.py", "metrics.py", "data/splits.py", "data/folder.py", "data/preprocess.py")
+
+
+def _imported_modules(name: str, seen: set) -> None:
+    """Every hqanogan_core module that module `name` imports, anywhere in its source (also inside
+    functions), recursively; a package's import also pulls in the package module itself."""
+    import ast
+    import importlib
+    import importlib.util
+
+    if name in seen or not name.startswith("hqanogan_core"):
+        return
+    seen.add(name)
+    module = importlib.import_module(name)
+    package = name if hasattr(module, "__path__") else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(Path(inspect.getsourcefile(module)).read_text())):
+        targets = []
+        if isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level else node.module
+            targets = [base] + [f"{base}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        for target in targets:
+            if target and target.startswith("hqanogan_core") and _is_module(target):
+                _imported_modules(target, seen)
+
+
+def _is_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ModuleNotFoundError, ValueError):       # "from .base import Method": a name, not a module
+        return False
 
 
 def _code_digest(method) -> str:
-    """sha256 over the source of the method's classes, its networks (every nets/ module) and RESULT_CODE."""
+    """sha256 over the source of every package module the method's classes use (their import closure:
+    nets, training recipes, scoring math) and RESULT_CODE (the harness and the image loading)."""
     root = Path(__file__).parent
-    files = {Path(inspect.getsourcefile(c)) for c in type(method).__mro__ if c.__module__.startswith("hqanogan_core")}
-    files |= set((root / "nets").glob("*.py")) | {root / f for f in RESULT_CODE}
+    seen: set = set()
+    for cls in type(method).__mro__:
+        _imported_modules(cls.__module__, seen)
+    files = {Path(inspect.getsourcefile(sys.modules[m])) for m in seen} | {root / f for f in RESULT_CODE}
     h = hashlib.sha256()
     for f in sorted(files):
-        h.update(f.name.encode() + f.read_bytes())
+        h.update(f.relative_to(root).as_posix().encode() + f.read_bytes())
     return h.hexdigest()
 
 
@@ -397,7 +445,11 @@ def score_split(data, out_csv, method: str = "hqanogan", options: dict | None = 
     if (train.labels != 0).any():
         raise ValueError(f"{data / 'train'} holds abnormal images; methods fit on normals only")
     target = load_split(data, split)
-    model.fit(train.images)
+    valid = load_split(data, "valid") if (data / "valid").is_dir() else None
+    model.fit(train.images, valid=valid)
+    seen = getattr(model, "labelled_indices", lambda v: [])(valid) if split == "valid" and valid is not None else []
+    if len(seen):            # a semi-supervised method's own labelled images are not scored as if unseen
+        target = target.take(np.setdiff1d(np.arange(len(target)), seen))
     out = model.score(target.images)
     scores = np.asarray(out["pred_score"], dtype=np.float64)
     terms = {k: np.asarray(v) for k, v in out.items() if k != "pred_score" and np.ndim(v) == 1}

@@ -173,7 +173,8 @@ def paired_bootstrap(metric: Callable[[np.ndarray, np.ndarray], float], scores_a
                      n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict:
     """metric(a) - metric(b) on the same images, with a stratified paired bootstrap: each replicate
     resamples images (normals and abnormals separately) and scores both methods on the same resample.
-    -> {"diff", "ci95": [lo, hi], "p"}: p two-sided, 2 * min(P(diff* <= 0), P(diff* >= 0))."""
+    -> {"diff", "ci95": [lo, hi], "p"}: p two-sided, 2 (1 + min(#(diff* <= 0), #(diff* >= 0))) / (B + 1), so
+    its resolution (2 / (B + 1)) is stated by its smallest value rather than hidden behind a 0."""
     a, labels = _check(scores_a, labels)
     b, _ = _check(scores_b, labels)
     rng = np.random.default_rng(seed)
@@ -185,7 +186,7 @@ def paired_bootstrap(metric: Callable[[np.ndarray, np.ndarray], float], scores_a
         diffs = np.array([metric(a[np.r_[p, n]], labels[np.r_[p, n]]) - metric(b[np.r_[p, n]], labels[np.r_[p, n]])
                           for p, n in draws])
     lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
-    p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
+    p = min(1.0, 2 * (1 + min(np.sum(diffs <= 0), np.sum(diffs >= 0))) / (n_boot + 1))   # never below 2 / (B + 1)
     return {"diff": float(metric(a, labels) - metric(b, labels)), "ci95": [float(lo), float(hi)], "p": float(p)}
 
 

@@ -416,6 +416,8 @@ def forest_by_type(report: dict, methods=None, highlight: str = "hqanogan", cell
     kinds = sorted({k for m in methods for k in report["methods"][m]["per_type"]}) + ["overall"]
     fig, axes = plt.subplots(1, len(kinds), figsize=(cell * len(kinds), 0.22 * len(methods) + 1.0), sharey=True)
     y = np.arange(len(methods))
+    lowest = min(min(e["ci95"][0] for e in [report["methods"][m]["image"]["auroc"]]
+                     + [v["auroc"] for v in report["methods"][m]["per_type"].values()]) for m in methods)
     for ax, kind in zip(axes, kinds):
         for i, m in enumerate(methods):
             r = report["methods"][m]
@@ -425,7 +427,7 @@ def forest_by_type(report: dict, methods=None, highlight: str = "hqanogan", cell
                         ms=3, color=color, capsize=2, lw=1)
         ax.axvline(0.5, color="0.7", lw=0.7, ls="--")
         ax.set_title(kind, fontsize=9)
-        ax.set_xlim(0.3, 1.0)
+        ax.set_xlim(min(0.3, lowest - 0.02), 1.0)
         ax.tick_params(labelsize=7)
     axes[0].set_yticks(y, methods, fontsize=7)
     fig.supxlabel("image AUROC (95 % CI)", fontsize=8)

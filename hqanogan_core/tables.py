@@ -21,24 +21,29 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def method_table(report: dict, methods=None, bold: str | None = None, memory: bool = False) -> str:
+def method_table(report: dict, methods=None, bold: str | None = None, memory: bool = False,
+                 notes: dict | None = None) -> str:
     """One row per method: image AUROC / AP / sensitivity at 95 % specificity [95 % CI], pixel AUROC, AUPRO,
     training time (the networks' training steps for learned methods, else the harness's fit time), ms per
     image, parameters (for methods that only fit statistics: the numbers they store), images scored; with
-    `memory`, the process's peak resident memory while the method was fitted and scored."""
+    `memory`, the peak resident memory the method added while it was fitted and scored (peak minus the
+    process's memory before it started); `notes`:
+    {method: a few words printed after its name}, e.g. what it was trained on."""
     rows = []
     for name in methods or report["methods"]:
         r = report["methods"][name]
         info = r.get("info") or {}
         label = f"**{name}**" if name == bold else name
+        if notes and name in notes:
+            label += f" ({notes[name]})"
         row = [label, _ci(r["image"]["auroc"]), _ci(r["image"]["ap"]), _ci(r["image"]["sens_at_95spec"], 2),
                _opt(r.get("pixel_auroc"), ".3f"), _opt(r.get("aupro"), ".3f"), _duration(info.get("train_seconds") or r.get("train_seconds")),
                _opt(r.get("ms_per_image"), ".1f"), _opt(info.get("parameters"), ",")]
         if memory:
-            row.append(_opt(r.get("peak_rss_mb"), ",.0f"))
+            row.append(_opt(r.get("peak_added_mb"), ",.0f"))
         rows.append(row + [str(r.get("n_test", "–"))])
     header = ["method", "AUROC [95 % CI]", "AP [95 % CI]", "sens. @ 95 % spec.", "pixel AUROC", "AUPRO",
-              "training", "ms / image", "parameters"] + (["peak MB"] if memory else []) + ["images"]
+              "training", "ms / image", "parameters"] + (["peak MB added"] if memory else []) + ["images"]
     return md_table(header, rows)
 
 
@@ -68,26 +73,126 @@ def _p(value: float) -> str:
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def paired_table(comparisons: dict, ours: str = "hqanogan", alpha: float = 0.05) -> str:
-    """One row per method: AUROC difference (ours - method) [paired-bootstrap 95 % CI], both p-values, and
-    the verdict at `alpha` (DeLong)."""
-    rows = []
-    for name, c in sorted(comparisons.items(), key=lambda kv: -kv[1]["diff"]):
-        verdict = "no significant difference" if c["p_delong"] >= alpha else (
-            f"{ours} better" if c["diff"] > 0 else f"{name} better")
-        rows.append([name, str(c["n"]), f"{c['diff']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]",
-                     _p(c["p_delong"]), _p(c["p_bootstrap"]), verdict])
-    return md_table(["method", "images", f"AUROC {ours} − method [95 % CI]", "p (DeLong)", "p (bootstrap)",
-                     f"at α = {alpha}"], rows)
+def holm(pvalues: dict[str, float]) -> dict[str, float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone), so a family of tests keeps its error rate."""
+    names = sorted(pvalues, key=pvalues.get)
+    adjusted, running = {}, 0.0
+    for i, name in enumerate(names):
+        running = max(running, min(1.0, (len(names) - i) * pvalues[name]))
+        adjusted[name] = running
+    return adjusted
 
 
-def paired_verdicts(comparisons: dict, alpha: float = 0.05) -> dict[str, list[str]]:
-    """Methods that are significantly worse than ours, not different, and significantly better (DeLong)."""
-    out = {"worse": [], "tie": [], "better": []}
-    for name, c in comparisons.items():
-        key = "tie" if c["p_delong"] >= alpha else ("worse" if c["diff"] > 0 else "better")
+def paired_verdicts(comparisons: dict, alpha: float = 0.05, exclude=()) -> dict:
+    """Which methods ours is significantly better than, not distinguishable from, worse than: DeLong
+    p-values Holm-adjusted over the compared methods (those in `exclude`, e.g. semi-supervised ones, are
+    left out of the family and listed under "excluded")."""
+    family = {m: c["p_delong"] for m, c in comparisons.items() if m not in exclude}
+    adjusted = holm(family)
+    out = {"ours_better": [], "tie": [], "ours_worse": [], "excluded": sorted(set(comparisons) & set(exclude)),
+           "p_holm": adjusted}
+    for name, p in adjusted.items():
+        key = "tie" if p >= alpha else ("ours_better" if comparisons[name]["diff"] > 0 else "ours_worse")
         out[key].append(name)
     return out
+
+
+def paired_table(comparisons: dict, ours: str = "hqanogan", alpha: float = 0.05, exclude=()) -> str:
+    """One row per method: AUROC difference (ours - method) [paired-bootstrap 95 % CI], DeLong's p, the same
+    Holm-adjusted over the methods compared, the bootstrap p, and the verdict at `alpha` (Holm-adjusted
+    DeLong); "(borderline)" where the bootstrap interval and the adjusted test disagree."""
+    verdicts = paired_verdicts(comparisons, alpha, exclude)
+    rows = []
+    for name, c in sorted(comparisons.items(), key=lambda kv: -kv[1]["diff"]):
+        p_holm = verdicts["p_holm"].get(name)
+        if p_holm is None:
+            verdict = "not in the family (uses labels)"
+        else:
+            verdict = "no significant difference" if p_holm >= alpha else (
+                f"{ours} better" if c["diff"] > 0 else f"{name} better")
+            excludes_zero = c["ci95"][0] > 0 or c["ci95"][1] < 0
+            if excludes_zero == (p_holm >= alpha):
+                verdict += " (borderline)"
+        rows.append([name, str(c["n"]), f"{c['diff']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]",
+                     _p(c["p_delong"]), "–" if p_holm is None else _p(p_holm), _p(c["p_bootstrap"]), verdict])
+    return md_table(["method", "images", f"AUROC {ours} − method [95 % CI]", "p (DeLong)", "p (Holm)",
+                     "p (bootstrap)", f"at α = {alpha}"], rows)
+
+
+def claim_sentence(comparisons: dict, verdicts: dict, ours: str = "hqanogan") -> str:
+    """Whether "ours detects as well as or better than the others" survives the paired tests, in words."""
+    if verdicts["ours_worse"]:
+        names = ", ".join(sorted(verdicts["ours_worse"]))
+        return f"does not hold here: {names} detect{'s' if len(verdicts['ours_worse']) == 1 else ''} significantly better"
+    compared = [m for m in comparisons if m not in verdicts["excluded"]]
+    if compared and len(verdicts["ours_better"]) == len(compared):
+        return f"holds here: {ours} is significantly better than every unsupervised method compared"
+    worst = min(compared, key=lambda m: comparisons[m]["diff"])
+    c = comparisons[worst]
+    if c["diff"] >= 0:
+        return (f"is not contradicted: no unsupervised method scores above {ours}, though some differences are "
+                f"too small to call")
+    return (f"is neither confirmed nor contradicted: no difference is significant, and the largest deficit is "
+            f"{-c['diff']:.3f} against {worst} (paired 95 % CI of {ours} − {worst}: "
+            f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}])")
+
+
+def headline(report: dict, ours: str, methods) -> str:
+    """Where `ours` ranks among `methods` by image AUROC, in one sentence that is true whichever way it went."""
+    order = ranking(report, methods)
+    auc = {m: report["methods"][m]["image"]["auroc"]["value"] for m in order}
+    if order[0] == ours:
+        other = order[1]
+        vs = versus(report, ours, other)
+        return (f"{ours} ranks first ({auc[ours]:.3f}); the runner-up, {other} ({auc[other]:.3f}), is "
+                f"{abs(vs['gap']):.3f} lower, and the two 95 % intervals {vs['overlap']}")
+    leader = order[0]
+    vs = versus(report, ours, leader)
+    if abs(vs["gap"]) < 5e-4:
+        return f"{ours} ties with the best method, {leader} ({auc[leader]:.3f})"
+    return (f"the best method is {leader} ({auc[leader]:.3f}); {ours} ({auc[ours]:.3f}) ranks "
+            f"{order.index(ours) + 1} of {len(order)}, {abs(vs['gap']):.3f} below it, and the two 95 % intervals "
+            f"{vs['overlap']}")
+
+
+def type_leaders(report: dict, methods, tol: float = 5e-4) -> dict[str, list[str]]:
+    """Per anomaly type, every method within `tol` of the best AUROC (ties are shared, not broken by order)."""
+    kinds = sorted({k for m in methods for k in report["methods"][m]["per_type"]})
+    out = {}
+    for k in kinds:
+        values = {m: report["methods"][m]["per_type"][k]["auroc"]["value"] for m in methods}
+        best = max(values.values())
+        out[k] = [m for m in methods if values[m] >= best - tol]
+    return out
+
+
+def family_medians(report: dict, families: dict, methods) -> dict[str, float]:
+    """Median image AUROC of each family over its methods among `methods`."""
+    import numpy as np
+
+    out = {}
+    for family, names in families.items():
+        values = [report["methods"][m]["image"]["auroc"]["value"] for m in names if m in methods]
+        if values:
+            out[family] = float(np.median(values))
+    return out
+
+
+def family_sentence(ours: dict, theirs: dict, families: list[str]) -> str:
+    """One sentence comparing families' median AUROC on the phantom (`ours`, 0-1) and in a published column
+    (`theirs`, percent), and whether the order of the families agrees."""
+    common = [f for f in families if f in ours and f in theirs]
+    here = ", ".join(f"{f} {ours[f]:.3f}" for f in common)
+    there = ", ".join(f"{f} {theirs[f]:.1f} %" for f in common)
+    same = sorted(common, key=ours.get) == sorted(common, key=theirs.get)
+    return (f"median AUROC per family on the phantom: {here}; in BMAD's RSNA column: {there}. "
+            f"The order of the families {'is the same' if same else 'differs'}.")
+
+
+def sizes_table(sizes: dict[str, int]) -> str:
+    """Shipped folders and their size in MB, with the total."""
+    rows = [[k, f"{v / 2**20:.1f}"] for k, v in sizes.items()]
+    return md_table(["shipped baseline", "MB"], rows + [["all", f"{sum(sizes.values()) / 2**20:.1f}"]])
 
 
 def published_table(rows: list[dict], sources: dict) -> str:

@@ -16,6 +16,7 @@ from hqanogan_core.methods.padim import PaDiM
 from hqanogan_core.methods.patchcore import greedy_coreset, reweighted_image_score
 from hqanogan_core.nets.backbone import ImageNetFeatures
 from hqanogan_core.published import SOURCES, published_rows
+from hqanogan_core import tables
 from hqanogan_core.tables import paired_table, paired_verdicts, published_table
 
 ALEX_AT_64 = [(64, 30, 30), (192, 15, 15), (384, 8, 8), (256, 8, 8), (256, 8, 8)]   # as nets/backbone.py says
@@ -287,20 +288,63 @@ COMPARISONS = {
 def test_paired_table_rows_and_verdicts():
     table = paired_table(COMPARISONS)
     lines = table.splitlines()
-    assert lines[0] == ("| method | images | AUROC hqanogan − method [95 % CI] | p (DeLong) | p (bootstrap) "
-                        "| at α = 0.05 |")
-    assert lines[1] == "|" + "---|" * 6
+    assert lines[0] == ("| method | images | AUROC hqanogan − method [95 % CI] | p (DeLong) | p (Holm) "
+                        "| p (bootstrap) | at α = 0.05 |")
+    assert lines[1] == "|" + "---|" * 7
+    # Holm over three tests: 3 x 0.0001, 2 x 0.012, max(1 x 0.6, previous)
     assert lines[2:] == [
-        "| ae | 200 | +0.120 [+0.080, +0.160] | < 0.001 | < 0.001 | hqanogan better |",
-        "| vae | 150 | +0.010 [-0.030, +0.050] | 0.600 | 0.610 | no significant difference |",
-        "| padim | 200 | -0.050 [-0.090, -0.010] | 0.012 | 0.020 | padim better |",
+        "| ae | 200 | +0.120 [+0.080, +0.160] | < 0.001 | < 0.001 | < 0.001 | hqanogan better |",
+        "| vae | 150 | +0.010 [-0.030, +0.050] | 0.600 | 0.600 | 0.610 | no significant difference |",
+        "| padim | 200 | -0.050 [-0.090, -0.010] | 0.012 | 0.024 | 0.020 | padim better |",
     ]
-    # at alpha 0.01 padim's difference is no longer significant
+    # at alpha 0.01 padim's adjusted p (0.024) is not significant, but its bootstrap CI excludes 0: borderline
     strict = paired_table(COMPARISONS, ours="ours", alpha=0.01).splitlines()
     assert strict[0].endswith("| at α = 0.01 |") and "AUROC ours − method" in strict[0]
-    assert strict[-1].endswith("| no significant difference |") and strict[2].endswith("| ours better |")
-    assert paired_verdicts(COMPARISONS) == {"worse": ["ae"], "tie": ["vae"], "better": ["padim"]}
-    assert paired_verdicts(COMPARISONS, alpha=0.01) == {"worse": ["ae"], "tie": ["padim", "vae"], "better": []}
+    assert strict[-1].endswith("| no significant difference (borderline) |") and strict[2].endswith("| ours better |")
+    v = paired_verdicts(COMPARISONS)
+    assert (v["ours_better"], v["tie"], v["ours_worse"], v["excluded"]) == (["ae"], ["vae"], ["padim"], [])
+    v = paired_verdicts(COMPARISONS, alpha=0.01)
+    assert (v["ours_better"], sorted(v["tie"]), v["ours_worse"]) == (["ae"], ["padim", "vae"], [])
+    # a method left out of the family (it used labels) is tested but not adjusted with the others
+    v = paired_verdicts(COMPARISONS, exclude=["padim"])
+    assert v["excluded"] == ["padim"] and v["p_holm"] == pytest.approx({"ae": 0.0002, "vae": 0.6})
+    assert "not in the family" in paired_table(COMPARISONS, exclude=["padim"]).splitlines()[-1]
+
+
+def test_holm_by_hand():
+    assert tables.holm({"a": 0.01, "b": 0.04, "c": 0.03}) == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})
+    assert tables.holm({"a": 0.5}) == {"a": 0.5} and tables.holm({"a": 0.6, "b": 0.7}) == {"a": 1.0, "b": 1.0}
+
+
+def test_claim_sentence_covers_every_outcome():
+    v = paired_verdicts(COMPARISONS)
+    assert tables.claim_sentence(COMPARISONS, v).startswith("does not hold here: padim detects")
+    better = {k: {**c, "diff": abs(c["diff"]), "p_delong": 1e-4} for k, c in COMPARISONS.items()}
+    assert tables.claim_sentence(better, paired_verdicts(better)).startswith("holds here")
+    unclear = {k: {**c, "p_delong": 0.5} for k, c in COMPARISONS.items()}
+    sentence = tables.claim_sentence(unclear, paired_verdicts(unclear))
+    assert sentence.startswith("is neither confirmed nor contradicted") and "0.050 against padim" in sentence
+
+
+def _report(aurocs: dict, per_type: dict | None = None) -> dict:
+    entry = lambda v: {"value": v, "ci95": [v - 0.05, v + 0.05]}        # noqa: E731
+    return {"methods": {m: {"image": {"auroc": entry(v)}, "per_type": {k: {"auroc": entry(t[m])}
+                                                                       for k, t in (per_type or {}).items()}}
+                        for m, v in aurocs.items()}}
+
+
+def test_headline_is_true_whichever_way_it_went():
+    first = tables.headline(_report({"hqanogan": 0.9, "ae": 0.8, "pca": 0.7}), "hqanogan", ["hqanogan", "ae", "pca"])
+    assert first.startswith("hqanogan ranks first (0.900); the runner-up, ae (0.800), is 0.100 lower")
+    behind = tables.headline(_report({"hqanogan": 0.7, "ae": 0.8, "pca": 0.75}), "hqanogan", ["hqanogan", "ae", "pca"])
+    assert behind.startswith("the best method is ae (0.800); hqanogan (0.700) ranks 3 of 3, 0.100 below it")
+    tie = tables.headline(_report({"hqanogan": 0.8, "ae": 0.8}), "hqanogan", ["ae", "hqanogan"])
+    assert "ties with the best method" in tie or tie.startswith("hqanogan ranks first")
+
+
+def test_type_leaders_share_ties():
+    report = _report({"a": 0.9, "b": 0.8}, {"x": {"a": 1.0, "b": 1.0}, "y": {"a": 0.7, "b": 0.9}})
+    assert tables.type_leaders(report, ["a", "b"]) == {"x": ["a", "b"], "y": ["b"]}
 
 
 def test_published_table():

@@ -28,7 +28,7 @@ LABELLED = _images(n=3, seed=9)
 
 @pytest.mark.parametrize("r,stages", [(16, 2), (32, 3), (64, 4)])
 def test_deep_svdd_encoder_is_bias_free(r, stages):
-    cfg = svdd_nets.DeepSVDDConfig(resolution=r, width=2, stages=stages, rep_dim=8)
+    cfg = svdd_nets.DeepSVDDNetConfig(resolution=r, width=2, stages=stages, rep_dim=8)
     phi = svdd_nets.DeepSVDDEncoder(cfg)
     names = [n for n, _ in phi.named_parameters()]
     assert names and not [n for n in names if "bias" in n], names

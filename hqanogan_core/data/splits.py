@@ -109,6 +109,11 @@ def stratified_subset(split: SplitArrays, n_per_type: dict[str, int] | int, seed
     return np.sort(np.concatenate(pick))
 
 
+def labelled_images(split: SplitArrays, k: int, seed: int, resolution: int, channels: int = 1):
+    """The k labelled anomalies of `labelled_anomalies` as model input [k, C, R, R] in [-1, 1]."""
+    return to_model_input(split.images[labelled_anomalies(split, k, seed=seed)], resolution, channels)
+
+
 def labelled_anomalies(split: SplitArrays, k: int, seed: int = 0) -> np.ndarray:
     """Sorted indices of k abnormal images of `split`, spread evenly over its anomaly types (handed out one
     per type in turn, skipping types that have run out), seeded: what a semi-supervised method may see
@@ -122,5 +127,5 @@ def labelled_anomalies(split: SplitArrays, k: int, seed: int = 0) -> np.ndarray:
         for t in [t for t in kinds if per[t] < available[t]][:left]:
             per[t] += 1
             left -= 1
-    per["good"] = 0
+    per = {**dict.fromkeys((str(t) for t in set(split.types)), 0), **per}    # normals (whatever their type name): none
     return stratified_subset(split, per, seed=seed) if k else np.zeros(0, dtype=np.int64)

@@ -4,6 +4,7 @@
     method.fit(train_normals, valid=None)            # [N, H, W] float in [0, 1], normals only
     out = method.score(images)                       # {"pred_score": [M], <named terms>: [M], ...}
     maps = method.anomaly_map(images)                # [M, H, W] (higher = more anomalous) or None
+    restored = method.restoration(images)            # [M, R, R] in [0, 1] or None (methods that restore)
     method.info()                                    # parameters, training time, where weights came from
 
 `valid` is the labelled validation split (`data.splits.SplitArrays`) for the methods that may use a
@@ -43,6 +44,10 @@ class Method:
         raise NotImplementedError
 
     def anomaly_map(self, images: np.ndarray) -> np.ndarray | None:
+        return None
+
+    def restoration(self, images: np.ndarray) -> np.ndarray | None:
+        """The method's normal-looking version of `images` in [0, 1] ([N, R, R]), None if it makes none."""
         return None
 
     def info(self) -> dict:

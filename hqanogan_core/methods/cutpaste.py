@@ -16,10 +16,16 @@ class CutPaste(LearnedBaseline):
     recipe = "cutpaste"
     restores = False
 
+    def __init__(self, normalize: bool = True, run=None, steps: int | None = None, settings: dict | None = None,
+                 seed: int = 0, device: str = "cpu", work=None):
+        super().__init__(run=run, steps=steps, settings=settings, seed=seed, device=device, work=work)
+        self.normalize = bool(normalize)     # unit-length embeddings before the density (the reference code's)
+
     @torch.no_grad()
     def embeddings(self, images: np.ndarray) -> np.ndarray:
-        """Pooled ResNet features. [N, 8 * width]"""
-        return torch.cat([self.nets["net"].embed(x).cpu() for x in self.batches(images)]).numpy()
+        """Pooled ResNet features, unit length if `normalize`. [N, 8 * width]"""
+        e = torch.cat([self.nets["net"].embed(x).cpu() for x in self.batches(images)])
+        return (torch.nn.functional.normalize(e, dim=1) if self.normalize else e).numpy()
 
     def after_load(self, train: np.ndarray) -> None:
         self.density = fit_gaussian(self.embeddings(train))

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ..data.splits import labelled_anomalies, to_model_input
+from ..data.splits import labelled_anomalies, labelled_images
 from .learned import LearnedBaseline, shipped_path
 
 
@@ -47,8 +47,7 @@ class DeepSAD(DeepSVDD):
         if valid is None:
             raise ValueError("deepsad needs the labelled validation split (fit(train, valid)) for its "
                              f"{cfg.n_labelled} labelled anomalies")
-        pick = labelled_anomalies(valid, cfg.n_labelled, seed=cfg.seed)
-        return {"labelled": to_model_input(valid.images[pick], cfg.resolution, cfg.channels)}
+        return {"labelled": labelled_images(valid, cfg.n_labelled, cfg.seed, cfg.resolution, cfg.channels)}
 
     def labelled_indices(self, valid) -> np.ndarray:
         """Indices into `valid` of the anomalies these weights were trained with."""

@@ -90,6 +90,9 @@ class PCAReconstruction(Method):
     def anomaly_map(self, images: np.ndarray) -> np.ndarray:
         return (images - self.reconstruct(images)) ** 2  # [N, H, W]
 
+    def restoration(self, images: np.ndarray) -> np.ndarray:
+        return np.clip(self.reconstruct(images), 0, 1)
+
     def score(self, images: np.ndarray) -> dict:
         return {"pred_score": self.anomaly_map(images).reshape(len(images), -1).mean(axis=1)}  # [N]
 

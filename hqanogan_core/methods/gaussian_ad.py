@@ -1,6 +1,7 @@
 """Gaussian AD (Rippel, Mertens & Merhof, ICPR 2020): one Gaussian per backbone stage, fitted to the
 globally average-pooled features of normals (Ledoit-Wolf shrinkage); score = the sum over stages of the
-squared Mahalanobis distances. It is HQ-AnoGAN's latent term with an ImageNet CNN in place of the
+Mahalanobis distances (not squared, as the authors' code: a squared distance grows with the stage's
+dimension, so the widest stages would dominate). It is HQ-AnoGAN's latent term with an ImageNet CNN in place of the
 encoder's W+ slots. The paper uses EfficientNet features; we use the offline AlexNet (all five stages).
 No map: pooling removes where."""
 from __future__ import annotations
@@ -27,7 +28,7 @@ class GaussianAD(PretrainedFeatureMethod):
         self.gaussians = [fit_gaussian(f) for f in self._pooled(images)]
 
     def score(self, images: np.ndarray) -> dict:
-        dists = [mahalanobis(f, g) for f, g in zip(self._pooled(images), self.gaussians)]
+        dists = [np.sqrt(np.maximum(mahalanobis(f, g), 0)) for f, g in zip(self._pooled(images), self.gaussians)]
         out = {f"stage{s}": d for s, d in zip(self.stages, dists)}
         return {"pred_score": np.sum(dists, axis=0), **out}                       # [N]
 

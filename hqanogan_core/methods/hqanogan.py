@@ -66,6 +66,9 @@ class HQAnoGAN(Method):
         _, rec = self._networks().encode(to_model_input(images, self.pipe.resolution))
         return ((rec.mean(dim=1) + 1) / 2).numpy()
 
+    def restoration(self, images: np.ndarray) -> np.ndarray:
+        return self.restore(images)
+
     def anomaly_map(self, images: np.ndarray) -> np.ndarray:
         """Smoothed |x - G(E(x))| (in [-1, 1] units), at the input's size. [N, H, W]"""
         same = self._last_images is images and self.scorer is not None

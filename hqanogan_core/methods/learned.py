@@ -114,10 +114,6 @@ class LearnedBaseline(Method):
         methods); their images are part of the training digest."""
         return {}
 
-    @classmethod
-    def training_digest(cls, train: np.ndarray, valid, cfg) -> str:
-        """What shipped weights must have been trained on to serve `fit(train, valid)` (see ship.py)."""
-        return images_digest(train, *(v.numpy() for v in cls.training_extras(valid, cfg).values()))
 
     def after_load(self, train: np.ndarray) -> None:
         """Called after the weights are loaded, with the training normals [N, H, W]."""
@@ -137,6 +133,7 @@ class LearnedBaseline(Method):
 
     def fit(self, train: np.ndarray, valid=None) -> "LearnedBaseline":
         t0 = time.perf_counter()
+        self._last = None
         train = check_images(train, f"{self.name}.fit")
         resolution = train.shape[-1]
         cfg = self._config(resolution)
@@ -188,6 +185,9 @@ class LearnedBaseline(Method):
     def restore(self, images: np.ndarray) -> np.ndarray:
         """The method's reconstruction in [0, 1] at its resolution. [N, R, R]"""
         return self.forward(images)[0]
+
+    def restoration(self, images: np.ndarray) -> np.ndarray | None:
+        return self.restore(images) if self.restores else None
 
     def _residual(self, images: np.ndarray, restored: np.ndarray) -> np.ndarray:
         diff = resize_batch(check_images(images, self.name), self.resolution) - restored      # [N, R, R]

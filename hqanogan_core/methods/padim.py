@@ -20,14 +20,14 @@ class PaDiM(PretrainedFeatureMethod):
     name = "padim"
     stages = (0, 1, 2)
 
-    def __init__(self, dims: int = 100, backbone: str = "alex", n_fit: int = 1000, seed: int = 0, device: str = "cpu"):
-        super().__init__(backbone=backbone, n_fit=n_fit, seed=seed, device=device)
+    def __init__(self, dims: int = 100, backbone: str = "alex", n_fit: int = 1000, input_size: int | None = None,
+                 seed: int = 0, device: str = "cpu"):
+        super().__init__(backbone=backbone, n_fit=n_fit, input_size=input_size, seed=seed, device=device)
         total = sum(self.backbone.channels)
         if not 0 < dims <= total:
             raise ValueError(f"padim: dims must be in 1..{total}, got {dims}")
         g = torch.Generator().manual_seed(self.seed)
         self.channels = torch.sort(torch.randperm(total, generator=g)[:dims]).values       # [D]
-        self._last = None
 
     def _embeddings(self, images: np.ndarray):
         """Yield [B, P, D] embeddings (P grid positions, row-major) and the grid's (h, w)."""
@@ -38,11 +38,12 @@ class PaDiM(PretrainedFeatureMethod):
 
     def fit_statistics(self, images: np.ndarray) -> None:
         count, sum_x, sum_xx = 0, 0.0, 0.0
-        for emb, self.grid in self._embeddings(images):
+        for emb, grid in self._embeddings(images):
             count += len(emb)
             sum_x = sum_x + emb.sum(axis=0)                                  # [P, D]
             per_position = emb.transpose(1, 0, 2)                           # [P, B, D]
             sum_xx = sum_xx + per_position.transpose(0, 2, 1) @ per_position  # [P, D, D]
+        self.grid = grid                                                     # (h, w) of the patch grid
         self.means, self.precisions = positional_gaussians(count, sum_x, sum_xx)
 
     def patch_maps(self, images: np.ndarray) -> np.ndarray:

@@ -46,8 +46,9 @@ def reweighted_image_score(patch_scores: torch.Tensor, nearest_bank: torch.Tenso
     j = int(torch.argmax(patch_scores))
     s_star, m_star = patch_scores[j], bank[nearest_bank[j]]
     k = min(neighbours, len(bank))
-    near = torch.topk(torch.cdist(m_star[None], bank)[0], k, largest=False).indices       # includes m* itself
-    d = torch.cdist(patches[j][None], bank[near])[0]                                       # [k]
+    exact = "donot_use_mm_for_euclid_dist"          # d(m*, m*) exactly 0, so m* is first among its neighbours
+    near = torch.topk(torch.cdist(m_star[None], bank, compute_mode=exact)[0], k, largest=False).indices
+    d = torch.cdist(patches[j][None], bank[near], compute_mode=exact)[0]                   # [k], d[0] to m*
     weight = 1 - torch.softmax(d, dim=0)[0]
     return weight * s_star
 
@@ -57,13 +58,12 @@ class PatchCore(PretrainedFeatureMethod):
     stages = (1, 2)
 
     def __init__(self, coreset: float = 0.01, neighbours: int = 9, backbone: str = "alex", n_fit: int = 500,
-                 seed: int = 0, device: str = "cpu"):
+                 input_size: int | None = None, seed: int = 0, device: str = "cpu"):
         # 500 normals x 225 patches: the coreset pass stays seconds on a CPU
-        super().__init__(backbone=backbone, n_fit=n_fit, seed=seed, device=device)
+        super().__init__(backbone=backbone, n_fit=n_fit, input_size=input_size, seed=seed, device=device)
         if not 0 < coreset <= 1:
             raise ValueError(f"patchcore: coreset must be in (0, 1], got {coreset}")
         self.coreset, self.neighbours = float(coreset), int(neighbours)
-        self._last = None
 
     def _patches(self, images: np.ndarray):
         """Yield patch features [B, P, D] and the grid (h, w)."""
@@ -75,8 +75,9 @@ class PatchCore(PretrainedFeatureMethod):
 
     def fit_statistics(self, images: np.ndarray) -> None:
         patches = []
-        for p, self.grid in self._patches(images):
+        for p, grid in self._patches(images):
             patches.append(p.reshape(-1, p.shape[-1]).cpu())
+        self.grid = grid
         bank = torch.cat(patches)                                                    # [M, D]
         g = torch.Generator().manual_seed(self.seed)
         projection = torch.randn(bank.shape[1], PROJECTION_DIM, generator=g) / PROJECTION_DIM ** 0.5

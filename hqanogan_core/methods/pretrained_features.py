@@ -1,6 +1,7 @@
 """What Gaussian AD, PaDiM and PatchCore share: a frozen ImageNet backbone and statistics of normals.
 
-Nothing is trained. `fit` runs the backbone over `n_fit` training normals (a seeded subset; the papers fit
+Nothing is trained. `fit` runs the backbone (on images resized to `input_size`; the papers feed 224 px,
+ImageNet's scale) over `n_fit` training normals (a seeded subset; the papers fit
 on the 200-400 normals of an MVTec category, so 1,000 is already more) and keeps statistics of their
 features; `score` compares a test image's features with them. The backbone is AlexNet (or VGG-16) from the
 stlpips-pytorch wheel (`nets.backbone`): the only ImageNet weights available offline, not the papers'
@@ -26,11 +27,14 @@ class PretrainedFeatureMethod(Method):
     stages = (0, 1, 2)
     weights_known_before_fit = True          # the backbone file; fit only computes statistics
 
-    def __init__(self, backbone: str = "alex", n_fit: int = 1000, seed: int = 0, device: str = "cpu"):
+    def __init__(self, backbone: str = "alex", n_fit: int = 1000, input_size: int | None = None, seed: int = 0,
+                 device: str = "cpu"):
         self.backbone_name, self.n_fit, self.seed = backbone, int(n_fit), seed
+        self.input_size = None if input_size is None else int(input_size)     # None: the images' own size
         self.device = torch.device(device)
         self.backbone = ImageNetFeatures(backbone, self.stages).to(self.device)
         self.fit_seconds, self.n_fitted = 0.0, 0
+        self._last = None
 
     def fit_subset(self, train: np.ndarray) -> np.ndarray:
         """The seeded subset of training normals the statistics are fitted on. [n, H, W]"""
@@ -41,12 +45,13 @@ class PretrainedFeatureMethod(Method):
 
     def features(self, images: np.ndarray):
         """Yield the backbone's stage features [B, C_s, h_s, w_s] for batches of `images` [N, H, W]."""
-        x = to_model_input(check_images(images, self.name), images.shape[-1], 1)
+        x = to_model_input(check_images(images, self.name), self.input_size or images.shape[-1], 1)
         for i in range(0, len(x), FEATURE_BATCH):
             yield self.backbone(x[i:i + FEATURE_BATCH].to(self.device))
 
     def fit(self, train: np.ndarray, valid=None):
         t0 = time.perf_counter()
+        self._last = None                    # maps kept by score() belong to the previous fit
         subset = self.fit_subset(train)
         self.fit_statistics(subset)
         self.n_fitted = len(subset)
@@ -62,7 +67,7 @@ class PretrainedFeatureMethod(Method):
     def info(self) -> dict:
         return {"name": self.name, "parameters": self.n_statistics(), "backbone": f"stlpips-{self.backbone_name} (ImageNet, frozen)",
                 "backbone_parameters": int(sum(p.numel() for p in self.backbone.parameters())),
-                "n_fit": self.n_fitted, "fit_seconds": self.fit_seconds, "train_seconds": self.fit_seconds}
+                "n_fit": self.n_fitted, "input_size": self.input_size, "fit_seconds": self.fit_seconds, "train_seconds": self.fit_seconds}
 
     def n_statistics(self) -> int:
         raise NotImplementedError

@@ -26,7 +26,7 @@ LEAK = 0.1
 
 
 @dataclass
-class DeepSVDDConfig:
+class DeepSVDDNetConfig:
     resolution: int = 64
     channels: int = 1
     width: int = 32            # filters of the first stage, doubled per stage
@@ -51,7 +51,7 @@ class DeepSVDDConfig:
 class DeepSVDDEncoder(nn.Module):
     """phi: [N, C, R, R] in [-1, 1] -> [N, rep_dim]; bias-free throughout."""
 
-    def __init__(self, cfg: DeepSVDDConfig):
+    def __init__(self, cfg: DeepSVDDNetConfig):
         super().__init__()
         self.cfg = cfg
         layers, c_in = [], cfg.channels
@@ -76,7 +76,7 @@ class DeepSVDDEncoder(nn.Module):
 class DeepSVDDDecoder(nn.Module):
     """The encoder's mirror, used only to pretrain phi as an autoencoder. [N, rep_dim] -> [N, C, R, R]."""
 
-    def __init__(self, cfg: DeepSVDDConfig):
+    def __init__(self, cfg: DeepSVDDNetConfig):
         super().__init__()
         self.cfg = cfg
         widths = cfg.widths[::-1]

@@ -28,10 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from ..nets import autoencoder as ae_nets
-from ..nets import deep_svdd as svdd_nets
 from ..nets import ganomaly as ganomaly_nets
-from ..nets import resnet
 from ..nets import wgan
+from .networks import SCORING_NETS, build_nets, scoring_nets, seeded_nets  # noqa: F401  (re-exported)
 from .one_class import DeepSADConfig, DeepSADTrainer, DeepSVDDConfig, DeepSVDDTrainer
 from .self_supervised import AnatPasteConfig, AnatPasteTrainer, CutPasteConfig, CutPasteTrainer
 from .trainer import BASELINE_FORMAT, CHECKPOINT_NAME, STEP_SEED_STRIDE, BaselineConfig, NetsTrainer  # noqa: F401
@@ -84,8 +83,8 @@ GPU_PRESETS = {
     "fanogan": {"width": 64, "gan_steps": 100000, "steps": 150000, "batch": 64, "encoder_lr": 5e-5,
                 "snapshot_every": 1000},
     "ganomaly": {"width": 64, "steps": 940, "batch": 64},     # 15 epochs of 4,000 images
-    "deepsvdd": {"width": 32, "steps": 12500, "pretrain_steps": 7800, "lr": 1e-4},   # 250 + 150 epochs
-    "deepsad": {"width": 32, "steps": 12500, "pretrain_steps": 7800, "lr": 1e-4},
+    "deepsvdd": {"width": 32, "batch": 128, "steps": 12500, "pretrain_steps": 7800, "lr": 1e-4},   # 250 + 150 epochs
+    "deepsad": {"width": 32, "batch": 128, "steps": 12500, "pretrain_steps": 7800, "lr": 1e-4},
     "cutpaste": {"width": 64, "steps": 10000},
     "anatpaste": {"width": 64, "steps": 10000},
 }
@@ -279,38 +278,6 @@ class GanomalyTrainer(NetsTrainer):
 # ----------------------------------------------------------------------------- building and running
 
 
-def seeded_nets(method: str, arch: dict, seed: int) -> dict[str, torch.nn.Module]:
-    """`build_nets` with the initial weights drawn from `seed`, without touching the caller's RNG state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        nets = build_nets(method, arch)
-        if method == "ganomaly":
-            for net in nets.values():
-                net.apply(ganomaly_nets.dcgan_init)      # the official code's initialisation
-    return nets
-
-
-def build_nets(method: str, arch: dict) -> dict[str, torch.nn.Module]:
-    """The networks of a baseline from its architecture dict (as stored in every checkpoint)."""
-    a = dict(arch)
-    if method == "ae":
-        return {"ae": ae_nets.ConvAutoencoder(ae_nets.AutoencoderConfig(**a))}
-    if method == "vae":
-        return {"vae": ae_nets.ConvVAE(ae_nets.AutoencoderConfig(**a))}
-    if method == "fanogan":
-        cfg = wgan.WganConfig(**a)
-        return {"G": wgan.Generator(cfg), "critic": wgan.Critic(cfg), "E": wgan.Encoder(cfg)}
-    if method == "ganomaly":
-        cfg = ganomaly_nets.GanomalyConfig(**a)
-        return {"G": ganomaly_nets.GanomalyGenerator(cfg), "D": ganomaly_nets.GanomalyDiscriminator(cfg)}
-    if method in ("deepsvdd", "deepsad"):
-        cfg = svdd_nets.DeepSVDDConfig(**a)
-        return {"phi": svdd_nets.DeepSVDDEncoder(cfg), "decoder": svdd_nets.DeepSVDDDecoder(cfg)}
-    if method in ("cutpaste", "anatpaste"):
-        return {"net": resnet.ResNet18(resnet.ResNetConfig(**a))}
-    raise ValueError(f"unknown baseline {method!r}; trainable baselines: {', '.join(RECIPES)}")
-
-
 # method -> (config class, trainer class): a plain dict
 RECIPES = {
     "ae": (AEConfig, AETrainer),
@@ -322,15 +289,6 @@ RECIPES = {
     "cutpaste": (CutPasteConfig, CutPasteTrainer),
     "anatpaste": (AnatPasteConfig, AnatPasteTrainer),
 }
-
-# the nets a method needs to score (what is shipped and loaded); the others only serve training
-SCORING_NETS = {"deepsvdd": ("phi",), "deepsad": ("phi",)}
-
-
-def scoring_nets(method: str) -> tuple[str, ...] | None:
-    """Names of the nets scoring needs, None for all of them."""
-    return SCORING_NETS.get(method)
-
 
 def baseline_config(method: str, preset: str = "cpu", **overrides) -> BaselineConfig:
     """The method's config: CPU defaults, or `preset="gpu"` for the paper's scale; then `overrides`."""
@@ -348,13 +306,11 @@ def baseline_config(method: str, preset: str = "cpu", **overrides) -> BaselineCo
 
 def labelled_from_folder(data, cfg) -> torch.Tensor:
     """cfg.n_labelled anomalies of DATA/valid (data.splits.labelled_anomalies, seeded by cfg.seed). [K, C, R, R]"""
-    from ..data.splits import labelled_anomalies, load_split, to_model_input
+    from ..data.splits import labelled_images, load_split
 
     if isinstance(data, torch.Tensor):
         raise ValueError("deepsad: pass `labelled` images when training from a tensor")
-    valid = load_split(data, "valid")
-    pick = labelled_anomalies(valid, cfg.n_labelled, seed=cfg.seed)
-    return to_model_input(valid.images[pick], cfg.resolution, cfg.channels)
+    return labelled_images(load_split(data, "valid"), cfg.n_labelled, cfg.seed, cfg.resolution, cfg.channels)
 
 
 def train_baseline(method: str, data, out_dir, config: BaselineConfig | None = None, resume: bool = False,

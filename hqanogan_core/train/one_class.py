@@ -6,7 +6,7 @@
     the remaining steps           minimise deep_sad_loss: mean ||phi(x) - c||^2 over a batch of normals,
                                   plus (Deep SAD) eta * mean over labelled anomalies of 1 / ||phi(x) - c||^2
 
-Recipe (the papers -> what we do on 2 CPU cores): Adam with weight decay 0.5e-6 (both); the papers use batch
+Recipe (the papers -> what we do on 2 CPU cores): Adam with weight decay 0.5e-6 (Deep SVDD) / 1e-6 (Deep SAD); the papers use batch
 128-200 and lr 1e-4 for 250 + 150 epochs (~10k steps); at our 800 + 800 steps of 64 we use 1e-3. Deep
 SAD's labelled anomalies are `labelled` images (the caller takes them from the validation split, never
 the test split); each step sees all of them up to `batch_labelled`, so a handful of labels has an effect
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..nets import deep_svdd as svdd_nets
+from .networks import seeded_nets
 from .trainer import BaselineConfig, NetsTrainer
 
 CENTRE_BATCH = 256        # images per forward pass when computing c
@@ -41,6 +42,7 @@ class DeepSVDDConfig(BaselineConfig):
 
 @dataclass
 class DeepSADConfig(DeepSVDDConfig):
+    weight_decay: float = 1e-6    # Deep SAD's (Deep SVDD's is 0.5e-6)
     eta: float = 1.0
     batch_labelled: int = 32
     n_labelled: int = 20          # labelled anomalies taken from the validation split (data.splits.labelled_anomalies)
@@ -58,8 +60,6 @@ class DeepSVDDTrainer(NetsTrainer):
         super().__init__(cfg, images)
         if not 0 <= cfg.pretrain_steps < cfg.steps:
             raise ValueError(f"{self.method}: need 0 <= pretrain_steps ({cfg.pretrain_steps}) < steps ({cfg.steps})")
-        from .baselines import seeded_nets
-
         nets = seeded_nets(self.method, self.arch(), cfg.seed)
         self.nets["phi"] = nets["phi"].to(self.device).train()
         self.nets["decoder"] = nets["decoder"].to(self.device).train()

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.paste import AUGMENTATIONS
+from .networks import seeded_nets
 from .trainer import BaselineConfig, NetsTrainer
 
 
@@ -74,8 +75,6 @@ class CutPasteTrainer(NetsTrainer):
         unknown = sorted(set(cfg.augmentations) - set(AUGMENTATIONS))
         if unknown:
             raise ValueError(f"{self.method}: unknown augmentation(s) {unknown}; known: {', '.join(AUGMENTATIONS)}")
-        from .baselines import seeded_nets
-
         self.nets["net"] = seeded_nets(self.method, self.arch(), cfg.seed)["net"].to(self.device).train()
         self.opts["net"] = torch.optim.SGD(self.nets["net"].parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                            weight_decay=cfg.weight_decay)

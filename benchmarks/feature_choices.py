@@ -24,7 +24,7 @@ from hqanogan_core.methods import METHODS
 # (method, backbone, n_fit, input size): the default first, then one change at a time
 GRID = [(m, "alex", n, size) for m, n in (("gaussian_ad", 1000), ("padim", 1000), ("patchcore", 500))
         for size in (64, 128)]
-GRID += [("gaussian_ad", "vgg", 1000, 64), ("padim", "vgg", 1000, 64), ("patchcore", "vgg", 500, 64),
+EXTRA = [("gaussian_ad", "vgg", 1000, 64), ("padim", "vgg", 1000, 64), ("patchcore", "vgg", 500, 64),
          ("gaussian_ad", "alex", 4000, 64), ("padim", "alex", 4000, 64), ("patchcore", "alex", 1000, 64)]
 
 
@@ -32,12 +32,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None)
     parser.add_argument("--out", default=None, help="write the rows as JSON here too")
+    parser.add_argument("--extra", action="store_true", help="also VGG-16 and more fitted normals (slower)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     data = args.data or phantom_dataset()
     train, valid = load_split(data, "train"), load_split(data, "valid")
     rows = []
-    for name, backbone, n_fit, size in GRID:
+    for name, backbone, n_fit, size in GRID + (EXTRA if args.extra else []):
         method = METHODS[name](backbone=backbone, n_fit=n_fit, input_size=size)
         t0 = time.perf_counter()
         method.fit(train.images)

@@ -5,12 +5,13 @@ import json
 import numpy as np
 import pytest
 
+from hqanogan_core.benchmark import _cached_run
 from hqanogan_core.data.default import phantom_dataset
 from hqanogan_core.data.splits import load_split
 from hqanogan_core.methods import METHODS
 from hqanogan_core.methods.learned import images_digest, load_baseline_nets, shipped_path
 from hqanogan_core.metrics import auroc
-from hqanogan_core.paths import REPO_ROOT
+from hqanogan_core.paths import REPO_ROOT, data_dir
 from hqanogan_core.ship import read_baseline_manifest, shipped_baselines
 
 # (folder under data/pretrained, method, constructor options that must select that folder)
@@ -75,3 +76,16 @@ def test_all_shipped_baselines_together_are_small():
     sizes = shipped_baselines()
     assert set(sizes) == set(IDS), "every shipped baseline folder is listed (and tested) here"
     assert sum(sizes.values()) < ALL_SHIPPED_LIMIT
+
+
+def test_shipped_anogan_result_still_matches_its_key(splits):
+    """The stored AnoGAN result (data/pretrained/results64) is used by the book only while its key (code the
+    method imports, weights, images, options) matches; a stale one would make the book rerun minutes of
+    per-image search. Re-ship with: rm -rf data/pretrained/results64 && python -m hqanogan_core benchmark
+    --data data/cache/phantom64 --methods anogan --cache data/pretrained/results64"""
+    data, train, _ = splits
+    test = load_split(data, "test")
+    run, result, _ = _cached_run("anogan", train, test, 0, None, None, [data_dir() / "pretrained" / "results64"], 1000)
+    assert run is not None, "data/pretrained/results64/anogan is stale: re-ship it (see this test's docstring)"
+    assert result["cached_from"] == "data/pretrained/results64/anogan/result.json"
+    assert len(run.scores) == result["n_test"] == len(run.test) and result["test_subset"] == run.method.test_subset

@@ -78,14 +78,24 @@ def test_all_shipped_baselines_together_are_small():
     assert sum(sizes.values()) < ALL_SHIPPED_LIMIT
 
 
-def test_shipped_anogan_result_still_matches_its_key(splits):
-    """The stored AnoGAN result (data/pretrained/results64) is used by the book only while its key (code the
-    method imports, weights, images, options) matches; a stale one would make the book rerun minutes of
-    per-image search. Re-ship with: rm -rf data/pretrained/results64 && python -m hqanogan_core benchmark
-    --data data/cache/phantom64 --methods anogan --cache data/pretrained/results64"""
+STORED = ["anogan", "hqanogan", "gaussian_ad", "padim", "patchcore"]     # data/pretrained/results64/<name>
+
+
+def test_every_stored_result_is_listed():
+    root = data_dir() / "pretrained" / "results64"
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(STORED)
+
+
+@pytest.mark.parametrize("name", STORED)
+def test_stored_result_still_matches_its_key(name, splits):
+    """A stored result (data/pretrained/results64) is used by the book only while its key (the code the
+    method imports, weights, images, options) matches; a stale one makes the book recompute it (minutes).
+    Re-ship with: python -m hqanogan_core benchmark --data data/cache/phantom64 --methods NAME
+    --cache data/pretrained/results64 (after removing data/pretrained/results64/NAME)."""
     data, train, _ = splits
     test = load_split(data, "test")
-    run, result, _ = _cached_run("anogan", train, test, 0, None, None, [data_dir() / "pretrained" / "results64"], 1000)
-    assert run is not None, "data/pretrained/results64/anogan is stale: re-ship it (see this test's docstring)"
-    assert result["cached_from"] == "data/pretrained/results64/anogan/result.json"
-    assert len(run.scores) == result["n_test"] == len(run.test) and result["test_subset"] == run.method.test_subset
+    run, result, _ = _cached_run(name, train, test, 0, None, None, [data_dir() / "pretrained" / "results64"], 1000)
+    assert run is not None, f"data/pretrained/results64/{name} is stale: re-ship it (see this test's docstring)"
+    assert result["cached_from"] == f"data/pretrained/results64/{name}/result.json"
+    assert len(run.scores) == result["n_test"] == len(run.test)
+    assert result["test_subset"] == getattr(run.method, "test_subset", None)

@@ -34,8 +34,11 @@ class HQAnoGAN(Method):
 
     def info(self) -> dict:
         G, D, E = self.pipe.G, self.pipe.D, self.pipe.E
+        shrinkage = None if self.scorer is None else self.scorer.gaussians.shrinkage
         return {"name": self.name, "parameters": n_parameters(G, D, E), "fit_seconds": self.fit_seconds,
-                "train_seconds": self.pipe.info.get("train_seconds"), **self.pipe.info, "terms": list(self.terms), "held_out_fraction": self.held_out_fraction}
+                "train_seconds": self.pipe.info.get("train_seconds"), **self.pipe.info, "terms": list(self.terms),
+                "held_out_fraction": self.held_out_fraction, "n_slots": G.num_ws,
+                "latent_shrinkage": None if shrinkage is None else [float(shrinkage.min()), float(shrinkage.max())]}
 
     def weights_digest(self) -> str:
         """sha256 over the generator's, discriminator's and encoder's tensors (stored results are keyed by it)."""

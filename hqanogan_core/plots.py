@@ -351,21 +351,23 @@ def heatmap(matrix, row_labels, col_labels, title=None, vmin=0.3, vmax=1.0, fmt=
 def method_gallery(images, rows: dict, masks=None, titles=None, cell: float = 1.25):
     """Input row, then per method a restoration row and a map row. images [N, H, W] in [0, 1];
     rows: {method: (restored [N, H, W] in [0, 1] or None, map [N, H, W] or None)}; each map row is scaled
-    to its own 99.5th percentile (methods' maps have different units). Red contours: ground truth."""
+    from its own 0.5th to its 99.5th percentile (methods' maps have different units and offsets: a
+    Mahalanobis map is never near 0). Red contours: ground truth."""
     images = np.asarray(images)
     n = len(images)
-    panels = [("input", images, "gray", 1.0)]
+    panels = [("input", images, "gray", 0.0, 1.0)]
     for name, (restored, maps) in rows.items():
         if restored is not None:
-            panels.append((f"{name}\nrestored", np.asarray(restored), "gray", 1.0))
+            panels.append((f"{name}\nrestored", np.asarray(restored), "gray", 0.0, 1.0))
         if maps is not None:
             maps = np.asarray(maps)
-            panels.append((f"{name}\nmap", maps, "inferno", float(np.percentile(maps, 99.5)) or 1.0))
+            lo, hi = (float(v) for v in np.percentile(maps, [0.5, 99.5]))
+            panels.append((f"{name}\nmap", maps, "inferno", lo, hi if hi > lo else lo + 1.0))
     fig, axes = plt.subplots(len(panels), n, figsize=(cell * n + 1.0, cell * len(panels)), squeeze=False)
-    for i, (label, arr, cmap, hi) in enumerate(panels):
+    for i, (label, arr, cmap, lo, hi) in enumerate(panels):
         for j in range(n):
             ax = axes[i, j]
-            ax.imshow(arr[j], cmap=cmap, vmin=0, vmax=hi, interpolation="nearest")
+            ax.imshow(arr[j], cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if masks is not None and np.any(masks[j]) and (i == 0 or cmap != "gray"):     # input and map rows

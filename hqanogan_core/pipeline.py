@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import pretrained as pt
+from .provenance import portable_path
 from .scores import HQAnoGANScorer
 
 __all__ = ["Pipeline", "load_gan", "load_pipeline", "split_held_out", "fit_scorer"]
@@ -44,7 +45,7 @@ def load_gan(path, device="cpu"):
     path = Path(path)
     if pt.pretrained_gan_available(path):
         G, D, manifest = pt.load_pretrained_gan(path, device=device)
-        return G, D, {"gan": str(path), "gan_kind": "pretrained", "gan_kimg": manifest["training"]["kimg"],
+        return G, D, {"gan": portable_path(path), "gan_kind": "pretrained", "gan_kimg": manifest["training"]["kimg"],
                       "gan_step_seconds": manifest["training"].get("step_seconds")}
     ckpt_file = path if path.suffix == ".safetensors" else path / "latest.safetensors"
     if ckpt_file.is_file():
@@ -52,7 +53,7 @@ def load_gan(path, device="cpu"):
 
         G = ckpt.load_generator(ckpt_file, ema=True, device=device).eval().requires_grad_(False)
         D = ckpt.load_discriminator(ckpt_file, device=device).eval().requires_grad_(False)
-        return G, D, {"gan": str(ckpt_file), "gan_kind": "train-gan checkpoint"}
+        return G, D, {"gan": portable_path(ckpt_file), "gan_kind": "train-gan checkpoint"}
     raise FileNotFoundError(f"{path} holds no generator: expected gan.safetensors + manifest.json (a shipped "
                             f"folder) or latest.safetensors (a train-gan run)")
 
@@ -60,11 +61,11 @@ def load_gan(path, device="cpu"):
 def _load_encoder(path: Path, device):
     if pt.pretrained_encoder_available(path):
         E, manifest = pt.load_pretrained_encoder(path, device=device)
-        return E, {"encoder": str(path), "encoder_kind": "pretrained", "perceptual": manifest.get("perceptual"),
+        return E, {"encoder": portable_path(path), "encoder_kind": "pretrained", "perceptual": manifest.get("perceptual"),
                    "encoder_steps": manifest["training"]["steps"],
                    "encoder_step_seconds": manifest["training"].get("step_seconds")}
     E, meta = pt.load_encoder(path, device=device)
-    return E, {"encoder": str(path), "encoder_kind": "train-encoder checkpoint", "perceptual": meta.get("perceptual"),
+    return E, {"encoder": portable_path(path), "encoder_kind": "train-encoder checkpoint", "perceptual": meta.get("perceptual"),
                "encoder_steps": meta.get("step")}
 
 

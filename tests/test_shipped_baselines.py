@@ -99,3 +99,5 @@ def test_stored_result_still_matches_its_key(name, splits):
     assert result["cached_from"] == f"data/pretrained/results64/{name}/result.json"
     assert len(run.scores) == result["n_test"] == len(run.test)
     assert result["test_subset"] == getattr(run.method, "test_subset", None)
+    stored = (data_dir() / "pretrained" / "results64" / name / "result.json").read_text()
+    assert str(REPO_ROOT) not in stored, "a stored result must not record this machine's paths"

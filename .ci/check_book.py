@@ -4,7 +4,7 @@ Checks per page: HTTP 200, every <img> decoded (naturalWidth > 0), no executed c
 shows an error or traceback, Markdown tables built in cells render as tables, notebook
 pages contain at least one figure, widget views
 (when present) rendered, and sliders linked to precomputed views change them with no
-kernel running. Chromium runs with its network cut off except loopback, so a
+kernel running, as must every control of a kernel-free explorer (.hq-explorer). Chromium runs with its network cut off except loopback, so a
 page that needs the internet shows up here. A full-page screenshot of each page is kept
 under _build/screenshots/.
 
@@ -90,6 +90,36 @@ def check_page(page, url: str, is_notebook: bool) -> list[str]:
         if rendered == 0:
             problems.append(f"{n_widget_views} widget view(s) present but none rendered (widget JS not loaded?)")
         problems += check_linked_sliders(page)
+        problems += check_explorers(page)
+    return problems
+
+
+def check_explorers(page) -> list[str]:
+    """Every control of a kernel-free explorer (.hq-explorer: a menu, toggle buttons, a slider, each marked
+    .hq-control) must change its view (.hq-view) when moved, with no kernel (jslinks only)."""
+    problems = []
+    explorers = page.locator(".hq-explorer")
+    for e in range(explorers.count()):
+        explorer = explorers.nth(e)
+        view = explorer.locator(".hq-view").first
+        controls = explorer.locator(".hq-control")
+        for c in range(controls.count()):
+            control = controls.nth(c)
+            before = view.screenshot()
+            kind = control.evaluate("el => el.className")
+            if control.locator("select").count():
+                control.locator("select").select_option(index=1)
+            elif control.locator("button").count():
+                control.locator("button:not(.mod-active)").first.click()
+            elif control.locator(".noUi-handle").count():
+                control.locator(".noUi-handle").first.focus()
+                page.keyboard.press("ArrowRight")
+            else:
+                problems.append(f"explorer {e}: control {c} ({kind}) is neither a menu, buttons nor a slider")
+                continue
+            page.wait_for_timeout(400)
+            if view.screenshot() == before:
+                problems.append(f"explorer {e}: moving control {c} ({kind}) did not change its view (jslink broken?)")
     return problems
 
 

@@ -193,3 +193,119 @@ def encoder_ablation(G, D, data, steps: int = 400, batch: int = 8, variants: dic
                                    eval_split=eval_split, n_fit=n_fit, seed=seed, percep=percep, log=log)
     save_ablation(out_root, results, key, command="encoder_ablation() (recomputed, not shipped)")
     return results_to_json(results)
+
+
+# ----------------------------------------------------------------------------- encoder vs projector, shipped
+
+INVERSION_FORMAT = "hqanogan-inversion-study-v1"
+
+
+def default_inversion_path() -> Path:
+    return data_dir() / "pretrained" / "inversion64"
+
+
+def inversion_images(data, resolution: int, n_normals: int = 16) -> dict:
+    """The images of chapter 3's encoder-vs-projector comparison: the first `n_normals` test normals, and
+    per anomaly type the validation image with the largest finding. -> {"normals" [n, 1, R, R],
+    "abnormal" [T, 1, R, R] (model input), "masks" [T, H, W], "kinds" [T], "valid_index" [T]}"""
+    test, valid = load_split(data, "test"), load_split(data, "valid")
+    kinds = sorted(set(valid.types[valid.labels == 1]))
+    pick = []
+    for kind in kinds:
+        idx = np.flatnonzero(valid.types == kind)
+        pick.append(int(idx[np.argmax(valid.masks[idx].reshape(len(idx), -1).sum(1))]))
+    return {"normals": to_model_input(test.images[test.labels == 0][:n_normals], resolution),
+            "abnormal": to_model_input(valid.images[pick], resolution), "masks": valid.masks[pick],
+            "kinds": kinds, "valid_index": pick}
+
+
+def inversion_study(G, E, percep, normals: torch.Tensor, abnormal: torch.Tensor, steps: int = 300, seed: int = 0,
+                    shipped=None, out=None, log=print) -> dict:
+    """Encoder vs the `steps`-step W+ projector on held-out normals (quality and seconds per image), and the
+    projector's restorations of `abnormal` images. Loaded from `shipped` (default data/pretrained/inversion64)
+    or `out` (default data/cache/inversion64) when the key (generator, encoder, images, steps, seed,
+    perceptual backend) matches, else computed (minutes on a CPU) and written to `out`.
+
+    -> {"compare": {"encoder" | "projector_w+": {"metrics": {metric: [n]}, "seconds_per_image",
+        "reconstructions" [n, 1, R, R]}}, "abnormal_projection" [T, 1, R, R], "device", "loaded_from"}"""
+    from safetensors.torch import load_file, save_file
+
+    from .checkpoint import atomic_write_json
+    from .paths import cache_dir
+    from .project import project
+    from .provenance import code_revision
+    from .recon import compare_inversions
+
+    key = {"generator_sha256": tensor_digest(G), "encoder_sha256": tensor_digest(E),
+           "normals_sha256": _array_digest(normals), "abnormal_sha256": _array_digest(abnormal), "steps": steps,
+           "seed": seed, "perceptual": percep.backend_name}
+    out = Path(out) if out is not None else cache_dir() / "inversion64"
+    for where in (Path(shipped) if shipped is not None else default_inversion_path(), out):
+        file = where / RESULTS_FILE
+        if file.is_file() and (doc := json.loads(file.read_text())).get("key") == key:
+            tensors = load_file(str(where / "reconstructions.safetensors"))
+            log(f"[inversion] loaded {file} (command: {doc.get('command')})")
+            compare = {name: {"metrics": {k: np.array(v) for k, v in r["metrics"].items()},
+                              "seconds_per_image": r["seconds_per_image"], "reconstructions": tensors[name]}
+                       for name, r in doc["compare"].items()}
+            return {"compare": compare, "abnormal_projection": tensors["abnormal_projection"],
+                    "device": doc["device"], "loaded_from": str(file.relative_to(data_dir().parent))
+                    if file.is_relative_to(data_dir().parent) else str(file)}
+    from .benchmark import device_description
+
+    compare = compare_inversions(G, E, normals, percep, projector_steps=steps, spaces=("w+",), seed=seed)
+    ws, _ = project(G, abnormal, space="w+", steps=steps, percep=percep, seed=seed)
+    with torch.no_grad():
+        rec_ab = G.synthesis(ws, noise_mode="const").cpu()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({**{n: r["reconstructions"].contiguous() for n, r in compare.items()}, "abnormal_projection": rec_ab},
+              str(out / "reconstructions.safetensors"))
+    doc = {"format": INVERSION_FORMAT, "key": key, "device": device_description(), "code": code_revision(),
+           "command": "inversion_study()" if out != default_inversion_path() else
+           "python -m hqanogan_core compare-inversions --data DIR --out data/pretrained/inversion64",
+           "compare": {n: {"metrics": {k: np.asarray(v).tolist() for k, v in r["metrics"].items()},
+                           "seconds_per_image": r["seconds_per_image"]} for n, r in compare.items()}}
+    atomic_write_json(out / RESULTS_FILE, doc)
+    return {"compare": {n: {k: r[k] for k in ("metrics", "seconds_per_image", "reconstructions")}
+                        for n, r in compare.items()},
+            "abnormal_projection": rec_ab, "device": doc["device"], "loaded_from": None}
+
+
+def _array_digest(x: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- latent repair, on validation
+
+REPAIR_CONFIGS = [{"mode": mode, "quantile": q, "target_quantile": t}
+                  for mode, targets in (("shrink", (None, 0.5)), ("retrieve", (None,)))
+                  for q in (0.5, 0.9, 0.95, 0.99) for t in targets]
+
+
+def repair_sweep(method, valid, configs=None, fpr_limit: float = 0.3) -> list[dict]:
+    """Every latent-repair setting judged on the validation split by the AUPRO of its map |x - G(repaired)|,
+    next to the plain map (first row, config None). method: a fitted HQ-AnoGAN; valid: SplitArrays with masks.
+    -> [{"config", "aupro", "pixel_auroc", "flagged_normal", "flagged_abnormal", "latent_kept"}] where the
+    flagged fractions are of slots, and latent_kept is the abnormal images' latent term after / before."""
+    from .metrics import aupro, pixel_auroc
+    from .scores import residual_map
+
+    scorer = method.scorer
+    x = to_model_input(valid.images, method.pipe.resolution)
+    ws, rec = scorer.encode(x)
+    x_np = x.numpy().mean(axis=1)
+    abnormal = valid.labels == 1
+    plain = residual_map(x_np, rec.numpy().mean(axis=1), scorer.map_sigma)
+    rows = [{"config": None, "aupro": aupro(plain, valid.masks, fpr_limit), "pixel_auroc": pixel_auroc(plain, valid.masks),
+             "flagged_normal": 0.0, "flagged_abnormal": 0.0, "latent_kept": 1.0}]
+    for config in configs if configs is not None else REPAIR_CONFIGS:
+        out = scorer.repair(x, ws=ws, **config)
+        amap = residual_map(x_np, out["repaired"].mean(axis=1), scorer.map_sigma)
+        rows.append({"config": dict(config), "aupro": aupro(amap, valid.masks, fpr_limit),
+                     "pixel_auroc": pixel_auroc(amap, valid.masks),
+                     "flagged_normal": float(out["flagged"][~abnormal].mean()),
+                     "flagged_abnormal": float(out["flagged"][abnormal].mean()),
+                     "latent_kept": float(out["d2_repaired"][abnormal].sum() / out["d2"][abnormal].sum())})
+    return rows

@@ -33,12 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hqanogan_core import metrics
-from hqanogan_core.data.splits import SplitArrays, load_split, stratified_subset
+from hqanogan_core import localisation, metrics
+from hqanogan_core.data.splits import SplitArrays, load_split, resize_batch, stratified_subset
 from hqanogan_core.methods import METHODS
 from hqanogan_core.provenance import portable_path
 
 FPR_LIMIT = 0.3          # AUPRO integrates the PRO curve up to this false-positive rate (MVTec AD)
+PIXEL_N_BOOT = 200       # resamples for the intervals of pixel AUROC and AUPRO (each a weighted histogram sum)
+NATURAL_PER_TYPE = 40    # naturalness: restorations of this many abnormal test images of each type
 
 
 def device_description() -> str:
@@ -61,8 +63,15 @@ def device_description() -> str:
     return f"cpu: {cpu} ({os.cpu_count()} cores)"
 
 
-def evaluate(scores: np.ndarray, test: SplitArrays, maps: np.ndarray | None, n_boot: int, seed: int) -> dict:
-    """Metrics for one method's test scores (and maps)."""
+def evaluate(scores: np.ndarray, test: SplitArrays, maps: np.ndarray | None, n_boot: int, seed: int,
+             valid: SplitArrays | None = None, valid_maps: np.ndarray | None = None,
+             restored: np.ndarray | None = None, normals: np.ndarray | None = None) -> dict:
+    """Metrics for one method's test scores (and maps, and restorations).
+
+    With maps: pixel AUROC and AUPRO with image-bootstrap intervals, and the best Dice per anomaly type
+    (threshold chosen on `valid_maps` of the validation split, reported on test). With restorations
+    [N, R, R] of the test images and real `normals`: `localisation.naturalness` on the abnormal images
+    of a stratified subset (`NATURAL_PER_TYPE` per type)."""
     result = {"image": metrics.image_metrics(scores, test.labels, n_boot=n_boot, seed=seed), "per_type": {}}
     normal = test.labels == 0
     for kind in sorted(set(test.types[test.labels == 1])):
@@ -80,7 +89,37 @@ def evaluate(scores: np.ndarray, test: SplitArrays, maps: np.ndarray | None, n_b
         pick = normal | abnormal_with_mask
         result["pixel_auroc"] = metrics.pixel_auroc(maps[pick], test.masks[pick], seed=seed)
         result["aupro"] = metrics.aupro(maps[pick], test.masks[pick], fpr_limit=FPR_LIMIT)
+        boot = localisation.pixel_bootstrap(maps[pick], test.masks[pick], n_boot=PIXEL_N_BOOT, seed=seed,
+                                            fpr_limit=FPR_LIMIT)
+        result["pixel_auroc_ci95"], result["aupro_ci95"] = boot["pixel_auroc"], boot["aupro"]
+        if valid_maps is not None:
+            result["dice"] = dice_by_type(maps, test, valid_maps, valid, n_boot, seed)
+    if restored is not None and normals is not None:
+        pick = stratified_subset(test, NATURAL_PER_TYPE, seed=seed)
+        pick = pick[test.labels[pick] == 1]
+        fixed = restored[pick] if restored.shape[1:] == test.images.shape[1:] else resize_batch(
+            restored[pick], test.images.shape[1])
+        result["naturalness"] = localisation.naturalness(fixed, test.images[pick], test.masks[pick], normals, seed)
     return result
+
+
+def dice_by_type(maps: np.ndarray, test: SplitArrays, valid_maps: np.ndarray, valid: SplitArrays, n_boot: int,
+                 seed: int) -> dict:
+    """Per anomaly type (and "all" types with one threshold): the threshold with the best mean Dice on the
+    validation images of that type, and the mean Dice it gives on the test images of that type [95 % CI]."""
+    out = {}
+    rng = np.random.default_rng(seed)
+    for kind in [*sorted(set(test.types[test.labels == 1])), "all"]:
+        v_pick = (valid.labels == 1) if kind == "all" else (valid.types == kind)
+        t_pick = (test.labels == 1) if kind == "all" else (test.types == kind)
+        if not v_pick.any():
+            continue
+        threshold, valid_dice = localisation.dice_threshold(valid_maps[v_pick], valid.masks[v_pick])
+        per_image = localisation.dice(maps[t_pick], test.masks[t_pick], threshold)
+        boot = [per_image[rng.integers(0, len(per_image), len(per_image))].mean() for _ in range(n_boot)]
+        out[str(kind)] = {"threshold": threshold, "valid_dice": valid_dice, "value": float(per_image.mean()),
+                          "ci95": [float(x) for x in np.quantile(boot, [0.025, 0.975])], "n": int(t_pick.sum())}
+    return out
 
 
 @dataclass
@@ -92,6 +131,9 @@ class MethodRun:
     method: object              # the method (fitted unless a stored result was loaded: see ensure_fitted)
     test: SplitArrays           # what was scored (the whole test split, or the method's subset)
     fitted: bool = True
+    valid: SplitArrays | None = None         # validation images mapped (for thresholds), with their maps:
+    valid_maps: np.ndarray | None = None     # [V, H, W] or None
+    restored: np.ndarray | None = None       # [N, R, R] restorations of `test` in [0, 1], or None
 
 
 def make_method(name: str, seed: int = 0, options: dict | None = None):
@@ -144,7 +186,13 @@ def run_method(name: str, train: SplitArrays, test: SplitArrays, seed: int = 0, 
               "peak_added_mb": None if peak_rss is None or rss_before is None else max(0.0, peak_rss - rss_before)}
     terms = {k: np.asarray(v) for k, v in out.items()
              if k != "pred_score" and np.ndim(v) == 1 and len(v) == len(scores)}
-    return MethodRun(scores, maps, timing, terms, method, test)
+    restored = method.restoration(test.images)       # not timed: reuses what score() computed where it can
+    mapped, valid_maps = None, None
+    if maps is not None and valid is not None and valid.masks is not None and (valid.labels == 1).any():
+        mapped = valid.take(stratified_subset(valid, int(subset), seed=seed)) if subset else valid
+        valid_maps = method.anomaly_map(mapped.images)
+    return MethodRun(scores, maps, timing, terms, method, test, valid=mapped, valid_maps=valid_maps,
+                     restored=restored)
 
 
 def _rss_mb() -> float | None:
@@ -269,6 +317,8 @@ def run_benchmark(
         "aupro_fpr_limit": FPR_LIMIT,
         "methods": {},
     }
+    reference = test.images[test.labels == 0][:NATURAL_PER_TYPE * len(set(test.types[test.labels == 1]))]
+    report["naturalness_reference"] = naturalness_reference(train, test, reference, seed)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -277,13 +327,15 @@ def run_benchmark(
         options = (method_options or {}).get(name)
         run, result, prefit = None, None, None
         if searched:
-            run, result, prefit = _cached_run(name, train, test, seed, options, valid, searched, n_boot)
+            run, result, prefit = _cached_run(name, train, test, seed, options, valid, searched, n_boot, reference)
         if run is None:
             run = run_method(name, train, test, seed=seed, options=options, valid=valid, fitted=prefit)
-            result = evaluate(run.scores, run.test, run.maps, n_boot=n_boot, seed=seed)
+            result = evaluate(run.scores, run.test, run.maps, n_boot=n_boot, seed=seed, valid=run.valid,
+                              valid_maps=run.valid_maps, restored=run.restored, normals=reference)
             result.update(run.timing, n_test=len(run.test), test_subset=getattr(run.method, "test_subset", None))
             if cache is not None:
-                _store_result(Path(cache) / name, result_key(name, options, run, train, n_boot, seed), result, run)
+                _store_result(Path(cache) / name, result_key(name, options, run, train, n_boot, seed, valid, reference),
+                              result, run)
         if fitted is not None:  # the caller wants the fitted objects (e.g. to draw maps in the book)
             fitted[name] = run
         report["methods"][name] = result
@@ -300,6 +352,16 @@ def run_benchmark(
     return report
 
 
+def naturalness_reference(train: SplitArrays, test: SplitArrays, normals: np.ndarray, seed: int = 0) -> dict:
+    """The two ends of the naturalness scale: SWD x1e3 to the real test `normals` of the abnormal test
+    inputs themselves (no restoration) and of as many training normals (what sampling alone gives)."""
+    pick = stratified_subset(test, NATURAL_PER_TYPE, seed=seed)
+    abnormal = test.images[pick[test.labels[pick] == 1]]
+    return {"swd_inputs": localisation.image_swd(abnormal, normals, seed),
+            "swd_normals": localisation.image_swd(train.images[:len(normals)], normals, seed),
+            "n": int(len(normals))}
+
+
 def _digest(*arrays) -> str:
     h = hashlib.sha256()
     for a in arrays:
@@ -309,7 +371,8 @@ def _digest(*arrays) -> str:
 
 
 # what a stored result's numbers depend on besides the code the method imports (hashed into its key)
-RESULT_CODE = ("benchmark.py", "metrics.py", "data/splits.py", "data/folder.py", "data/preprocess.py")
+RESULT_CODE = ("benchmark.py", "metrics.py", "localisation.py", "swd.py", "data/splits.py", "data/folder.py",
+               "data/preprocess.py")
 
 
 def _imported_modules(name: str, seen: set) -> None:
@@ -359,15 +422,19 @@ def _code_digest(method) -> str:
     return h.hexdigest()
 
 
-def result_key(name: str, options: dict | None, run: MethodRun, train: SplitArrays, n_boot: int, seed: int) -> dict:
+def result_key(name: str, options: dict | None, run: MethodRun, train: SplitArrays, n_boot: int, seed: int,
+               valid: SplitArrays | None = None, reference: np.ndarray | None = None) -> dict:
     """What a stored result depends on: method, options, bootstrap, the training and scored images with
-    their labels and masks, the weights the method loaded, and the code that computed it."""
+    their labels and masks, the validation split (Dice thresholds) and the real normals of the naturalness
+    measure, the weights the method loaded, and the code that computed it."""
     digest = getattr(run.method, "weights_digest", lambda: None)()
     test = run.test
+    context = None if valid is None else (valid.images, valid.labels, valid.types.astype("U32"), valid.masks)
     return {"method": name, "options": json.loads(json.dumps(options or {}, sort_keys=True, default=str)),
             "n_boot": n_boot, "seed": seed, "weights_sha256": digest, "code_sha256": _code_digest(run.method),
             "train_sha256": _digest(train.images),
-            "test_sha256": _digest(test.images, test.labels, test.types.astype("U32"), test.masks)}
+            "test_sha256": _digest(test.images, test.labels, test.types.astype("U32"), test.masks),
+            "valid_reference_sha256": _digest(*(context or ()), reference)}
 
 
 def _store_result(folder: Path, key: dict, result: dict, run: MethodRun) -> None:
@@ -381,7 +448,7 @@ def _store_result(folder: Path, key: dict, result: dict, run: MethodRun) -> None
     (folder / "result.json").chmod(0o644)
 
 
-def _cached_run(name, train, test, seed, options, valid, folders, n_boot):
+def _cached_run(name, train, test, seed, options, valid, folders, n_boot, reference):
     """(MethodRun, result, None) from the first folder holding a result with this key, else
     (None, None, (fitted method, fit seconds)) so the caller does not fit it again.
 
@@ -398,7 +465,7 @@ def _cached_run(name, train, test, seed, options, valid, folders, n_boot):
         method.fit(train.images, valid=valid)
         fit_seconds = time.perf_counter() - t0
     probe = MethodRun(np.zeros(len(scored)), None, {}, {}, method, scored, fitted=fit_seconds is not None)
-    key = result_key(name, options, probe, train, n_boot, seed)
+    key = result_key(name, options, probe, train, n_boot, seed, valid, reference)
     for folder in folders:
         file = Path(folder) / name / "result.json"
         if file.is_file() and json.loads(file.read_text())["key"] == key:

@@ -7,6 +7,8 @@
     train-baseline METHOD --data DIR --out RUN [--steps N] [--preset cpu|gpu] [--resume]
     export-baseline METHOD RUN OUT --data DIR --command "..."
     ablate-encoder --run GAN --data DIR --out DIR [--steps 400]
+    compare-inversions --data DIR --out DIR [--steps 300]
+    explain    IMAGE.png --out report.html [--run RUN] [--data DIR]
     score      --data DIR --out SCORES.csv [--method hqanogan] [--run RUN] [--maps DIR] [--encoder ENC] [--split test]
     benchmark  --data DIR --methods a,b,c [--out DIR] [--json] [--set METHOD.OPTION=VALUE ...]
                (methods: mean, iforest, pca, ae, vae, anogan, fanogan, ganomaly, hqanogan)
@@ -16,6 +18,37 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+
+def cmd_compare_inversions(args) -> int:
+    from hqanogan_core.ablation import inversion_images, inversion_study
+    from hqanogan_core.nets.perceptual import PerceptualDistance
+    from hqanogan_core.pipeline import load_pipeline
+
+    pipe = load_pipeline(args.run)
+    images = inversion_images(args.data, pipe.resolution)
+    study = inversion_study(pipe.G, pipe.E, PerceptualDistance(), images["normals"], images["abnormal"],
+                            steps=args.steps, seed=args.seed, shipped=args.out, out=args.out)
+    for name, r in study["compare"].items():
+        print(f"{name}: PSNR {r['metrics']['psnr'].mean():.2f} dB, {r['seconds_per_image']:.4f} s / image")
+    print(f"written: {args.out}/results.json")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from pathlib import Path
+
+    from hqanogan_core.report import explain
+
+    if not Path(args.image).exists():
+        raise FileNotFoundError(f"{args.image} does not exist")
+    if args.run is not None and not Path(args.run).exists():
+        raise FileNotFoundError(f"{args.run} does not exist (--run)")
+    facts = explain(args.image, args.out, run=args.run, data=args.data)
+    print(f"{'ABNORMAL' if facts['abnormal'] else 'normal'}: score {facts['score']:.3f} "
+          f"(above {facts['percentile']:.1f} % of held-out normals; threshold {facts['threshold']:.3f} from valid)")
+    print(f"report: {Path(args.out).resolve()}")
+    return 0
 
 
 def cmd_phantom(args) -> int:
@@ -309,6 +342,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_ablate_encoder)
+
+    p = sub.add_parser("compare-inversions", help="encoder vs 300-step W+ projector (chapter 3), write results.json")
+    p.add_argument("--data", required=True, help="MVTec-layout folder with test/ and valid/")
+    p.add_argument("--out", required=True, help="folder for results.json (e.g. data/pretrained/inversion64)")
+    p.add_argument("--run", default=None, help="encoder folder or GAN run (default data/pretrained/encoder64)")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_compare_inversions)
+
+    p = sub.add_parser("explain", help="one image -> a self-contained HTML report (score, verdict, map, slots)")
+    p.add_argument("image", help="a grayscale PNG at the model's resolution")
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--run", default=None, help="encoder folder or GAN run (default data/pretrained/encoder64)")
+    p.add_argument("--data", default=None, help="MVTec-layout folder the model is fitted on (default: the phantom)")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("benchmark", help="fit and score methods with one harness, bootstrap CIs")
     p.add_argument("--data", required=True)

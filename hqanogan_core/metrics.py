@@ -221,26 +221,35 @@ def image_metrics(scores, labels, n_boot: int = 1000, seed: int = 0) -> dict:
     return out
 
 
+REGION_STRUCTURE = np.ones((3, 3), dtype=int)   # 8-connected regions, as MVTec AD's evaluation and anomalib
+
+
+def mask_regions(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """(labelled [H, W], number of regions): the 8-connected components of one mask [H, W]."""
+    from scipy import ndimage
+
+    return ndimage.label(mask, structure=REGION_STRUCTURE)
+
+
 def pro_curve(maps, masks, fpr_limit: float = 0.3, max_thresholds: int = 10_000
               ) -> tuple[np.ndarray, np.ndarray]:
     """(FPR, PRO) points of the per-region-overlap curve (Bergmann et al., IJCV 2021), up to and including
     the first point at or beyond `fpr_limit`.
 
-    Regions are the 4-connected components of each mask. At a threshold t a pixel is called abnormal when
+    Regions are the 8-connected components of each mask (`mask_regions`; pixels touching at a corner
+    belong to one region, as in MVTec AD's evaluation code and anomalib's AUPRO). At a threshold t a pixel is called abnormal when
     its map value is >= t; PRO(t) is the mean over all regions of the fraction of the region's pixels
     called abnormal, and FPR(t) the fraction of all mask-free pixels (of every image) called abnormal.
     Thresholds are the distinct map values from the largest down to the first at which FPR reaches the
     limit (thinned evenly to `max_thresholds`), preceded by +inf, where FPR = PRO = 0.
     """
-    from scipy import ndimage
-
     maps = np.asarray(maps, dtype=np.float64)
     masks = np.asarray(masks) > 0
     if maps.shape != masks.shape or maps.ndim != 3:
         raise ValueError(f"need maps and masks of the same shape [N, H, W], got {maps.shape} and {masks.shape}")
     regions = []
     for m, a in zip(masks, maps):
-        labelled, n = ndimage.label(m)
+        labelled, n = mask_regions(m)
         regions += [np.sort(a[labelled == k]) for k in range(1, n + 1)]      # ascending pixel values
     if not regions:
         raise ValueError("PRO needs at least one anomalous region in the masks")

@@ -15,6 +15,7 @@ Nothing here imports training code: networks come from `hqanogan_core.pretrained
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,14 +111,53 @@ def split_held_out(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[np.nda
     return np.sort(perm[n_held:]), np.sort(perm[:n_held])
 
 
+# the modules whose code decides what a fitted scorer holds (hashed into its cache key)
+SCORER_CODE = ("scores.py", "repair.py", "gaussian.py", "pipeline.py", "nets/perceptual.py", "nets/psp.py",
+               "nets/stylegan2.py")
+
+
+def scorer_key(pipe: Pipeline, normals: torch.Tensor, held_out_fraction: float, seed: int, percep) -> str:
+    """sha256 of everything a fitted scorer depends on: the networks' weights, the normals, the split of
+    them, the perceptual backend and the scoring code."""
+    import hashlib
+
+    from .provenance import tensor_digest
+
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for m in (pipe.G, pipe.D, pipe.E):
+        h.update((tensor_digest(m) if m is not None else "none").encode())
+    h.update(normals.detach().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps([held_out_fraction, seed, getattr(percep, "backend_name", "")]).encode())
+    for f in SCORER_CODE:
+        h.update((root / f).read_bytes())
+    return h.hexdigest()
+
+
 def fit_scorer(pipe: Pipeline, normals: torch.Tensor, held_out_fraction: float = 0.1, seed: int = 0,
-               percep=None, batch: int = 64) -> HQAnoGANScorer:
-    """An HQAnoGANScorer fitted on normals [N, 1, R, R]: Gaussians on 90 %, standardisation on 10 %."""
+               percep=None, batch: int = 64, cache: str | Path | None = None) -> HQAnoGANScorer:
+    """An HQAnoGANScorer fitted on normals [N, 1, R, R]: Gaussians on 90 %, standardisation on 10 %.
+
+    cache: a folder of fitted states (safetensors + JSON, keyed by `scorer_key`): a matching one is loaded
+    instead of fitting again (a minute on a CPU at 64 px), a new fit is written there."""
     if percep is None:
         from .nets.perceptual import PerceptualDistance
 
         percep = PerceptualDistance()
     device = pipe.G.w_avg.device
-    fit_idx, held_idx = split_held_out(len(normals), held_out_fraction, seed)
     scorer = HQAnoGANScorer(pipe.G, pipe.E, pipe.D, percep.to(device), batch=batch, device=device)
-    return scorer.fit(normals[fit_idx], normals[held_idx])
+    file = None
+    if cache is not None:
+        from . import checkpoint as ckpt
+
+        file = Path(cache) / f"scorer-{scorer_key(pipe, normals, held_out_fraction, seed, percep)[:16]}.safetensors"
+        if file.is_file():
+            tensors, meta = ckpt.load_checkpoint(file)
+            return scorer.load_state(tensors, meta)
+    fit_idx, held_idx = split_held_out(len(normals), held_out_fraction, seed)
+    scorer.fit(normals[fit_idx], normals[held_idx])
+    if file is not None:
+        tensors, meta = scorer.state()
+        ckpt.save_checkpoint(file, tensors, dict(meta, held_out_fraction=held_out_fraction, seed=seed,
+                                                  n_normals=len(normals)), sidecar=False)
+    return scorer

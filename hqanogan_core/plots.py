@@ -457,3 +457,80 @@ def label_curve(points: list[dict], reference: dict | None = None, title: str | 
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def slot_bars(ax, d2, band, flagged=None, repaired=None):
+    """Per-slot squared Mahalanobis distance of one code (bars, log scale) against the held-out normals'
+    5-95 % band (grey); repaired slots red, with the distance after repair as a tick."""
+    d2, band = np.asarray(d2), np.asarray(band)
+    slots = np.arange(len(d2))
+    flagged = np.zeros(len(d2), bool) if flagged is None else np.asarray(flagged, bool)
+    ax.fill_between(np.r_[slots - 0.5, slots[-1] + 0.5], np.r_[band[0], band[0][-1]], np.r_[band[1], band[1][-1]],
+                    step="post", color="0.85", label="normals 5-95 %")
+    ax.bar(slots, d2, color=np.where(flagged, MASK_COLOR, "#2563eb"), width=0.7)
+    if repaired is not None and flagged.any():
+        ax.scatter(slots[flagged], np.asarray(repaired)[flagged], marker="_", s=160, color="k", label="after repair")
+    ax.set_yscale("log")
+    ax.set_xticks(slots)
+    ax.set_xlabel("W+ slot (coarse -> fine)", fontsize=8)
+    ax.set_ylabel("Mahalanobis d^2", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=6, loc="upper right", frameon=False)
+
+
+def latent_panel(view: dict, i: int, repaired: bool, mask=None, title: str | None = None, vmax: float = 0.5):
+    """One image of an `explore.latent_view`: input (finding outlined), restoration (plain or repaired),
+    map (same scale for every image: 0..vmax), per-slot bars."""
+    restored = view["repaired" if repaired else "restored"][i]
+    amap = view["map_repaired" if repaired else "map"][i]
+    fig, axes = plt.subplots(1, 4, figsize=(9.6, 2.5), gridspec_kw={"width_ratios": [1, 1, 1, 1.7]})
+    for ax, img, cmap, hi, label in ((axes[0], view["input"][i], "gray", 1, "input"),
+                                     (axes[1], restored, "gray", 1, "repaired" if repaired else "restored"),
+                                     (axes[2], amap, "inferno", vmax, "|x - restoration|")):
+        ax.imshow(img, cmap=cmap, vmin=0, vmax=hi, interpolation="nearest")
+        if mask is not None and np.any(mask) and ax is not axes[1]:
+            ax.contour(np.asarray(mask, float), levels=[0.5], colors=MASK_COLOR if ax is axes[0] else "#38bdf8",
+                       linewidths=0.8)
+        ax.set_title(label, fontsize=8)
+        ax.axis("off")
+    slot_bars(axes[3], view["d2"][i], view["band"], view["flagged"][i] if repaired else None,
+              view["d2_repaired"][i] if repaired else None)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def binary_panel(amap, mask, threshold: float, dice: float | None = None):
+    """A map thresholded at `threshold` (white = called abnormal) with the finding outlined, Dice in the title."""
+    fig, ax = plt.subplots(figsize=(1.9, 2.1))
+    ax.imshow(np.asarray(amap) >= threshold, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    if mask is not None and np.any(mask):
+        ax.contour(np.asarray(mask, float), levels=[0.5], colors=MASK_COLOR, linewidths=0.8)
+    ax.set_title(f"map >= {threshold:.3f}" + ("" if dice is None else f"\nDice {dice:.2f}"), fontsize=8)
+    ax.axis("off")
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+def interval_dots(rows: dict, metrics_: list[str], highlight: str | None = None, cell: float = 2.8):
+    """One panel per metric: a dot and its 95 % interval per entry. rows: {entry: {metric: (value, lo, hi)}}
+    (entries missing a metric are left blank)."""
+    names = list(rows)
+    fig, axes = plt.subplots(1, len(metrics_), figsize=(cell * len(metrics_) + 1.2, 0.8 + 0.28 * len(names)),
+                             squeeze=False, sharey=True)
+    for ax, metric in zip(axes[0], metrics_):
+        for y, name in enumerate(names):
+            if metric not in rows[name]:
+                continue
+            v, lo, hi = rows[name][metric]
+            color = MASK_COLOR if name == highlight else "#2563eb"
+            ax.plot([lo, hi], [y, y], color=color, lw=1.5)
+            ax.plot(v, y, "o", color=color, ms=4)
+        ax.set_yticks(np.arange(len(names)), names, fontsize=8)
+        ax.set_ylim(len(names) - 0.5, -0.5)
+        ax.set_title(metric, fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig

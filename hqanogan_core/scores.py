@@ -28,6 +28,7 @@ from scipy import ndimage
 
 from .gaussian import fit_gaussian
 from .recon import encode_images
+from .repair import repair_codes, slot_thresholds
 
 DEFAULT_TERMS = ("image_residual", "perceptual", "feature_residual", "latent")
 
@@ -133,6 +134,9 @@ class HQAnoGANScorer:
         self.gaussians: LatentGaussians | None = None
         self.last_restored: torch.Tensor | None = None
         self.stats: dict[str, tuple[float, float]] | None = None
+        self.held_out_slots: np.ndarray | None = None   # [N_held, L] per-slot distances of held-out normals
+        self.code_bank: np.ndarray | None = None        # [M, L, D] training codes (latent repair "retrieve")
+        self.held_out_raw: dict[str, np.ndarray] | None = None   # raw terms of the held-out normals
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,9 +173,60 @@ class HQAnoGANScorer:
         """Fit the W+ Gaussians on `train` normals and standardise every term on `held_out` normals."""
         ws, _ = self.encode(train)
         self.gaussians = fit_latent_gaussians(ws.numpy())
+        self.code_bank = ws.numpy()
         raw, _, _ = self.terms(held_out)
         self.stats = fit_standardisation(raw)
+        self.held_out_slots = np.stack([raw[f"latent_l{k}"] for k in range(ws.shape[1])], axis=1)
+        self.held_out_raw = raw
         return self
+
+    def held_out_scores(self, names=DEFAULT_TERMS) -> np.ndarray:
+        """The combined score of each held-out normal (what a new image's score is ranked against). [N_held]"""
+        z = standardise(self.held_out_raw, self.stats)
+        return combine(z, [n for n in names if n in z])
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """What `fit` computed, as (tensors, JSON-able meta) for a safetensors file (`load_state` reverses it)."""
+        if self.held_out_slots is None:
+            raise RuntimeError("call fit(train, held_out) before state()")
+        g = self.gaussians
+        arrays = {"means": g.means, "precisions": g.precisions, "shrinkage": g.shrinkage,
+                  "held_out_slots": self.held_out_slots, "code_bank": self.code_bank,
+                  **{f"held_out.{k}": v for k, v in self.held_out_raw.items()}}
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}, {"stats": self.stats}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> "HQAnoGANScorer":
+        t = {k: v.numpy() for k, v in tensors.items()}
+        self.gaussians = LatentGaussians(t["means"], t["precisions"], t["shrinkage"])
+        self.held_out_slots, self.code_bank = t["held_out_slots"], t["code_bank"]
+        self.held_out_raw = {k.removeprefix("held_out."): v for k, v in t.items() if k.startswith("held_out.")}
+        self.stats = {k: (float(v[0]), float(v[1])) for k, v in meta["stats"].items()}
+        return self
+
+    @torch.no_grad()
+    def repair(self, images: torch.Tensor, mode: str = "shrink", quantile: float = 0.95,
+               target_quantile: float | None = None, k: int = 8, flagged: np.ndarray | None = None,
+               ws: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+        """Latent repair (see `repair`): unusual W+ slots pulled back to normal, then re-synthesised.
+
+        images [N, C, H, W] in [-1, 1]; ws: their codes if already encoded. Slots are unusual above the
+        `quantile` of held-out normals' per-slot distance; "shrink" moves them to the `target_quantile`
+        (default: the same quantile). -> {"repaired" [N, C, H, W] in [-1, 1], "flagged" [N, L] bool,
+        "d2" [N, L] before, "d2_repaired" [N, L] after, "ws", "ws_repaired" [N, L, D]}"""
+        if self.held_out_slots is None:
+            raise RuntimeError("call fit(train, held_out) before repair()")
+        ws = self.encode(images)[0] if ws is None else ws
+        ws_np = ws.cpu().numpy()
+        d2 = latent_mahalanobis(ws_np, self.gaussians)
+        thresholds = slot_thresholds(self.held_out_slots, quantile)
+        target = None if target_quantile is None else slot_thresholds(self.held_out_slots, target_quantile)
+        fixed, flagged = repair_codes(ws_np, d2, thresholds, self.gaussians.means.astype(ws_np.dtype), mode=mode,
+                                      target=target, bank=self.code_bank, k=k, flagged=flagged)
+        fixed_t = torch.from_numpy(fixed)
+        repaired = torch.cat([self.G.synthesis(fixed_t[i:i + self.batch].to(self.device), noise_mode="const").cpu()
+                              for i in range(0, len(fixed_t), self.batch)]).clamp(-1, 1)
+        return {"repaired": repaired.numpy(), "flagged": flagged, "d2": d2,
+                "d2_repaired": latent_mahalanobis(fixed, self.gaussians), "ws": ws_np, "ws_repaired": fixed}
 
     def score(self, images: torch.Tensor, names=DEFAULT_TERMS) -> dict[str, np.ndarray]:
         """Raw terms, their z-scores (`z_<term>`) and the combined `hqanogan` score, each [N].

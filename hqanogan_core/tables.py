@@ -203,3 +203,75 @@ def published_table(rows: list[dict], sources: dict) -> str:
     body = [[m] + [_opt(value.get((s, d, m)), ".1f") for s, d in columns] for m in methods]
     header = ["method"] + [f"{d} ({sources[s]['short']})" for s, d in columns]
     return md_table(header, body)
+
+
+# ----------------------------------------------------------------------------- localisation and naturalness
+
+
+def _ci_pair(value, ci, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def localisation_order(report: dict, methods) -> list[str]:
+    """Methods with maps, by AUPRO, best first."""
+    return sorted((m for m in methods if report["methods"][m].get("aupro") is not None),
+                  key=lambda m: -report["methods"][m]["aupro"])
+
+
+def localisation_table(report: dict, methods, bold: str | None = None) -> str:
+    """Pixel AUROC and AUPRO (FPR <= 0.3) with image-bootstrap 95 % CIs, and the mean Dice over all abnormal
+    test images at the one threshold best on validation, one row per method that gives a map."""
+    rows = []
+    for name in localisation_order(report, methods):
+        r = report["methods"][name]
+        dice = (r.get("dice") or {}).get("all")
+        rows.append([f"**{name}**" if name == bold else name, _ci_pair(r["pixel_auroc"], r["pixel_auroc_ci95"]),
+                     _ci_pair(r["aupro"], r["aupro_ci95"]),
+                     "–" if dice is None else _ci_pair(dice["value"], dice["ci95"], 2), str(r["n_test"])])
+    return md_table(["method", "pixel AUROC [95 % CI]", "AUPRO [95 % CI]", "Dice, one threshold [95 % CI]",
+                     "images"], rows)
+
+
+def dice_table(report: dict, methods) -> str:
+    """Best achievable Dice per anomaly type (threshold chosen on that type's validation images, mean per-image
+    Dice on its test images [95 % CI])."""
+    methods = localisation_order(report, methods)
+    kinds = sorted({k for m in methods for k in report["methods"][m].get("dice", {}) if k != "all"})
+    rows = [[m] + [_ci_pair(report["methods"][m]["dice"][k]["value"], report["methods"][m]["dice"][k]["ci95"], 2)
+                   if k in report["methods"][m].get("dice", {}) else "–" for k in kinds] for m in methods]
+    return md_table(["method", *kinds], rows)
+
+
+def naturalness_table(report: dict, methods) -> str:
+    """Per restoring method: SWD x1e3 of its restorations of abnormal test images to real normals (with the
+    two ends of the scale: the abnormal inputs unrestored, and other real normals), and the mean change
+    |x - x_hat| inside and outside the finding with their ratio."""
+    ref = report["naturalness_reference"]
+    names = sorted((m for m in methods if "naturalness" in report["methods"][m]),
+                   key=lambda m: report["methods"][m]["naturalness"]["swd"])
+    rows = [["*real normals (floor)*", f"{ref['swd_normals']:.2f}", "–", "–", "–"],
+            ["*abnormal inputs, unrestored*", f"{ref['swd_inputs']:.2f}", "0", "0", "–"]]
+    for name in names:
+        n = report["methods"][name]["naturalness"]
+        rows.append([name, f"{n['swd']:.2f}", f"{n['change_inside']:.3f}", f"{n['change_outside']:.3f}",
+                     f"{n['contrast']:.2f}"])
+    return md_table(["restorations of", "SWD x1e3 to real normals", "change inside finding",
+                     "change outside", "inside / outside"], rows)
+
+
+def repair_label(config: dict | None) -> str:
+    if config is None:
+        return "no repair (plain map)"
+    target = "" if config.get("target_quantile") is None else f", to the {config['target_quantile']:.2f} quantile"
+    return f"{config['mode']} slots above the {config['quantile']:.2f} quantile{target}"
+
+
+def repair_sweep_table(rows: list[dict]) -> str:
+    """The latent-repair settings on validation (`ablation.repair_sweep`), best AUPRO first."""
+    out = []
+    for r in sorted(rows, key=lambda r: -r["aupro"]):
+        out.append([repair_label(r["config"]), f"{r['aupro']:.3f}", f"{r['pixel_auroc']:.3f}",
+                    f"{100 * r['flagged_normal']:.0f} %", f"{100 * r['flagged_abnormal']:.0f} %",
+                    f"{100 * r['latent_kept']:.0f} %"])
+    return md_table(["validation map", "AUPRO", "pixel AUROC", "slots flagged, normals", "slots flagged, abnormal",
+                     "latent term kept (abnormal)"], out)

@@ -30,6 +30,7 @@ TINY = {
     "padim": {"n_fit": 8, "dims": 10},
     "patchcore": {"n_fit": 4, "coreset": 0.05},
     "hqanogan": None,          # {"run": the tiny shipped encoder}, filled in by the test
+    "hqanogan_repair": None,   # the same
 }
 
 
@@ -40,7 +41,7 @@ def test_every_registered_method_has_tiny_options():
 @pytest.mark.parametrize("name", list(METHODS))
 def test_method_end_to_end(name, shipped, tmp_path, monkeypatch):
     monkeypatch.setenv("HQANOGAN_CACHE", str(tmp_path / "cache"))   # trained-in-fit runs land here
-    options = {"run": shipped["enc"]} if name == "hqanogan" else TINY[name]
+    options = {"run": shipped["enc"]} if name.startswith("hqanogan") else TINY[name]
     fitted = {}
     with open(os.devnull, "w") as devnull:
         report = run_benchmark(shipped["data"], [name], out=tmp_path / "out", n_boot=20, seed=0,
@@ -63,6 +64,17 @@ def test_method_end_to_end(name, shipped, tmp_path, monkeypatch):
     else:
         assert run.maps.shape == run.test.images.shape and np.isfinite(run.maps).all()
         assert 0.0 <= r["aupro"] <= 1.0 and 0.0 <= r["pixel_auroc"] <= 1.0
+        for key in ("pixel_auroc_ci95", "aupro_ci95"):
+            assert 0.0 <= r[key][0] <= r[key][1] <= 1.0, (key, r[key])
+        # Dice per type with the threshold chosen on the validation split, and one for all types
+        assert "all" in r["dice"] and set(r["dice"]) - {"all"} <= set(r["per_type"])
+        for d in r["dice"].values():
+            assert 0.0 <= d["ci95"][0] <= d["ci95"][1] <= 1.0 and 0.0 <= d["value"] <= 1.0
+    if run.restored is not None:
+        nat = r["naturalness"]
+        assert nat["swd"] >= 0 and nat["change_inside"] >= 0 and nat["change_outside"] >= 0
+    else:
+        assert "naturalness" not in r
     info = run.method.info()
     assert isinstance(info["parameters"], int) and info["parameters"] > 0
     assert json.loads(json.dumps(info)) == json.loads(json.dumps(r["info"]))    # JSON-able, and the one reported

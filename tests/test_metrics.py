@@ -82,12 +82,12 @@ def test_clear_errors():
 
 
 def _hand_example():
-    """Two 2x3 maps, three 4-connected regions.
+    """Two 2x3 maps, two 8-connected regions (three if regions were 4-connected).
 
-    image A  map  0.9 0.8 0.1     mask  1 1 0     R1 = {0.9, 0.8} (two pixels side by side)
-                  0.3 0.0 0.6           0 0 1     R2 = {0.6} (only diagonal to R1: its own region)
+    image A  map  0.9 0.8 0.1     mask  1 1 0     RA = {0.9, 0.8, 0.6}: the 0.6 pixel touches the 0.8 one
+                  0.3 0.0 0.6           0 0 1          only at a corner, which joins them (8-connectivity)
     image B  map  0.7 0.2 0.0     mask  0 0 0
-                  0.7 0.6 0.0           1 0 0     R3 = {0.7}
+                  0.7 0.6 0.0           1 0 0     RB = {0.7}
     mask-free pixels (8): 0.7 0.6 0.3 0.2 0.1 0.0 0.0 0.0
     """
     maps = np.array([[[0.9, 0.8, 0.1], [0.3, 0.0, 0.6]], [[0.7, 0.2, 0.0], [0.7, 0.6, 0.0]]])
@@ -99,22 +99,53 @@ def test_aupro_hand_computed():
     maps, masks = _hand_example()
     # FPR limit 0.25 = 2 of the 8 mask-free pixels; thresholds: +inf, then every distinct value down to 0.6
     #   t = inf:  FPR 0          PRO 0
-    #   t = 0.9:  FPR 0          PRO (1/2 + 0 + 0) / 3 = 1/6              (R1's 0.9)
-    #   t = 0.8:  FPR 0          PRO (1 + 0 + 0) / 3 = 1/3                (R1's 0.8)
-    #   t = 0.7:  FPR 1/8        PRO (1 + 0 + 1) / 3 = 2/3                (B's normal 0.7 and R3's 0.7)
-    #   t = 0.6:  FPR 2/8 = 0.25 PRO (1 + 1 + 1) / 3 = 1                  (B's normal 0.6 and R2's 0.6)
-    # trapezoids (the first two have width 0): 1/8 * (1/3 + 2/3) / 2 + 1/8 * (2/3 + 1) / 2 = 1/16 + 5/48
-    # = 1/6; / 0.25 -> 2/3  (one region per image, 8-connected, would give 3/4; pooling pixels also 3/4)
+    #   t = 0.9:  FPR 0          PRO (1/3 + 0) / 2 = 1/6                  (RA's 0.9)
+    #   t = 0.8:  FPR 0          PRO (2/3 + 0) / 2 = 1/3                  (RA's 0.8)
+    #   t = 0.7:  FPR 1/8        PRO (2/3 + 1) / 2 = 5/6                  (B's normal 0.7 and RB's 0.7)
+    #   t = 0.6:  FPR 2/8 = 0.25 PRO (1 + 1) / 2 = 1                      (B's normal 0.6 and RA's 0.6)
+    # trapezoids (the first two have width 0): 1/8 * (1/3 + 5/6) / 2 + 1/8 * (5/6 + 1) / 2 = 7/96 + 11/96
+    # = 3/16; / 0.25 -> 3/4.
+    # (4-connected, RA would be {0.9, 0.8} and {0.6}: PRO 1/6, 1/3, 2/3, 1 and AUPRO 2/3. Pooling all mask
+    #  pixels instead of averaging regions gives PRO 1/4, 1/2, 3/4, 1: the same area 3/4 here, but other points.)
     fpr, pro = metrics.pro_curve(maps, masks, fpr_limit=0.25)
     np.testing.assert_allclose(fpr, [0, 0, 0, 1 / 8, 2 / 8])
-    np.testing.assert_allclose(pro, [0, 1 / 6, 1 / 3, 2 / 3, 1])
-    assert metrics.aupro(maps, masks, fpr_limit=0.25) == pytest.approx(2 / 3)
+    np.testing.assert_allclose(pro, [0, 1 / 6, 1 / 3, 5 / 6, 1])
+    assert metrics.aupro(maps, masks, fpr_limit=0.25) == pytest.approx(3 / 4)
     # limit 0.3: the same points (a third mask-free pixel would pass 0.3), PRO stays 1 from 0.25 to 0.3:
-    #   (1/6 + 0.05 * 1) / 0.3 = (10/60 + 3/60) / 0.3 = 13/18
-    assert metrics.aupro(maps, masks, fpr_limit=0.3) == pytest.approx(13 / 18)
-    # limit 1: PRO is 1 from FPR 0.25 on: (1/6 + 0.75) / 1 = 11/12
-    assert metrics.aupro(maps, masks, fpr_limit=1.0) == pytest.approx(11 / 12)
+    #   (3/16 + 0.05 * 1) / 0.3 = (15/80 + 4/80) / 0.3 = 19/24
+    assert metrics.aupro(maps, masks, fpr_limit=0.3) == pytest.approx(19 / 24)
+    # limit 1: PRO is 1 from FPR 0.25 on: (3/16 + 0.75) / 1 = 15/16
+    assert metrics.aupro(maps, masks, fpr_limit=1.0) == pytest.approx(15 / 16)
     assert metrics.aupro(maps, masks) == metrics.aupro(maps, masks, fpr_limit=0.3)       # the default
+
+
+def test_pixels_touching_at_a_corner_are_one_region():
+    # 3 x 3 image; the pixel (0, 0) touches (1, 1) only at a corner, (1, 1) and (1, 2) share an edge:
+    #   map  0.9 0.0 0.0     mask  1 0 0     8-connected: ONE region {0.9, 0.3, 0.3}
+    #        0.1 0.3 0.3           0 1 1     (4-connected it would be two: {0.9} and {0.3, 0.3})
+    #        0.5 0.0 0.0           0 0 0     mask-free pixels (6): 0.5 0.1 0.0 0.0 0.0 0.0
+    # FPR limit 1/3 = 2 of the 6 mask-free pixels; thresholds +inf, 0.9, 0.5, 0.3, 0.1:
+    #   t = inf: FPR 0    PRO 0
+    #   t = 0.9: FPR 0    PRO 1/3
+    #   t = 0.5: FPR 1/6  PRO 1/3     (the mask-free 0.5)
+    #   t = 0.3: FPR 1/6  PRO 1       (the region's two 0.3)
+    #   t = 0.1: FPR 2/6  PRO 1
+    #   area = 1/6 * 1/3 + 0 + 1/6 * 1 = 2/9; / (1/3) -> 2/3
+    # (two 4-connected regions: PRO 1/2, 1/2, 1, 1 at the same FPRs, area 1/12 + 1/6 = 1/4, AUPRO 3/4)
+    maps = np.array([[[0.9, 0.0, 0.0], [0.1, 0.3, 0.3], [0.5, 0.0, 0.0]]])
+    masks = np.array([[[1, 0, 0], [0, 1, 1], [0, 0, 0]]], dtype=bool)
+    labelled, n = metrics.mask_regions(masks[0])
+    assert n == 1 and labelled[0, 0] == labelled[1, 1] == labelled[1, 2] == 1
+    fpr, pro = metrics.pro_curve(maps, masks, fpr_limit=1 / 3)
+    np.testing.assert_allclose(fpr, [0, 0, 1 / 6, 1 / 6, 2 / 6])
+    np.testing.assert_allclose(pro, [0, 1 / 3, 1 / 3, 1, 1])
+    assert metrics.aupro(maps, masks, fpr_limit=1 / 3) == pytest.approx(2 / 3)
+    # the same image with 4-connected regions (the structure pro_curve labels with, swapped for the contrast)
+    from unittest import mock
+    from scipy import ndimage
+    with mock.patch.object(metrics, "REGION_STRUCTURE", ndimage.generate_binary_structure(2, 1)):
+        assert metrics.mask_regions(masks[0])[1] == 2
+        assert metrics.aupro(maps, masks, fpr_limit=1 / 3) == pytest.approx(3 / 4)
 
 
 def _random_masks(n=200, size=32, seed=0):

@@ -10,7 +10,7 @@ from .fanogan import FAnoGAN
 from .floors import MeanIntensity, PCAReconstruction, PixelIsolationForest
 from .ganomaly import GANomaly
 from .gaussian_ad import GaussianAD
-from .hqanogan import HQAnoGAN
+from .hqanogan import HQAnoGAN, HQAnoGANRepair
 from .padim import PaDiM
 from .patchcore import PatchCore
 from .vae import VariationalAutoencoder
@@ -32,6 +32,7 @@ METHODS = {
     "padim": PaDiM,
     "patchcore": PatchCore,
     "hqanogan": HQAnoGAN,
+    "hqanogan_repair": HQAnoGANRepair,      # the same score; restorations and maps from latent repair
 }
 
 # how the book groups them (data, not code): what each family learns from the normals

@@ -37,7 +37,7 @@ from .metrics import auroc
 from .data.splits import load_split, to_model_input
 from .pipeline import Pipeline, fit_scorer
 from .paths import data_dir
-from .provenance import tensor_digest
+from .provenance import images_signature, keys_match, tensor_digest
 from .recon import encode_images, reconstruction_metrics, summarise
 
 # name -> EncoderTrainConfig overrides; the first entry is the reference
@@ -237,12 +237,12 @@ def inversion_study(G, E, percep, normals: torch.Tensor, abnormal: torch.Tensor,
     from .recon import compare_inversions
 
     key = {"generator_sha256": tensor_digest(G), "encoder_sha256": tensor_digest(E),
-           "normals_sha256": _array_digest(normals), "abnormal_sha256": _array_digest(abnormal), "steps": steps,
+           "normals_signature": images_signature(normals), "abnormal_signature": images_signature(abnormal), "steps": steps,
            "seed": seed, "perceptual": percep.backend_name}
     out = Path(out) if out is not None else cache_dir() / "inversion64"
     for where in (Path(shipped) if shipped is not None else default_inversion_path(), out):
         file = where / RESULTS_FILE
-        if file.is_file() and (doc := json.loads(file.read_text())).get("key") == key:
+        if file.is_file() and keys_match((doc := json.loads(file.read_text())).get("key", {}), key):
             tensors = load_file(str(where / "reconstructions.safetensors"))
             log(f"[inversion] loaded {file} (command: {doc.get('command')})")
             compare = {name: {"metrics": {k: np.array(v) for k, v in r["metrics"].items()},
@@ -269,43 +269,3 @@ def inversion_study(G, E, percep, normals: torch.Tensor, abnormal: torch.Tensor,
     return {"compare": {n: {k: r[k] for k in ("metrics", "seconds_per_image", "reconstructions")}
                         for n, r in compare.items()},
             "abnormal_projection": rec_ab, "device": doc["device"], "loaded_from": None}
-
-
-def _array_digest(x: torch.Tensor) -> str:
-    import hashlib
-
-    return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-
-
-# ----------------------------------------------------------------------------- latent repair, on validation
-
-REPAIR_CONFIGS = [{"mode": mode, "quantile": q, "target_quantile": t}
-                  for mode, targets in (("shrink", (None, 0.5)), ("retrieve", (None,)))
-                  for q in (0.5, 0.9, 0.95, 0.99) for t in targets]
-
-
-def repair_sweep(method, valid, configs=None, fpr_limit: float = 0.3) -> list[dict]:
-    """Every latent-repair setting judged on the validation split by the AUPRO of its map |x - G(repaired)|,
-    next to the plain map (first row, config None). method: a fitted HQ-AnoGAN; valid: SplitArrays with masks.
-    -> [{"config", "aupro", "pixel_auroc", "flagged_normal", "flagged_abnormal", "latent_kept"}] where the
-    flagged fractions are of slots, and latent_kept is the abnormal images' latent term after / before."""
-    from .metrics import aupro, pixel_auroc
-    from .scores import residual_map
-
-    scorer = method.scorer
-    x = to_model_input(valid.images, method.pipe.resolution)
-    ws, rec = scorer.encode(x)
-    x_np = x.numpy().mean(axis=1)
-    abnormal = valid.labels == 1
-    plain = residual_map(x_np, rec.numpy().mean(axis=1), scorer.map_sigma)
-    rows = [{"config": None, "aupro": aupro(plain, valid.masks, fpr_limit), "pixel_auroc": pixel_auroc(plain, valid.masks),
-             "flagged_normal": 0.0, "flagged_abnormal": 0.0, "latent_kept": 1.0}]
-    for config in configs if configs is not None else REPAIR_CONFIGS:
-        out = scorer.repair(x, ws=ws, **config)
-        amap = residual_map(x_np, out["repaired"].mean(axis=1), scorer.map_sigma)
-        rows.append({"config": dict(config), "aupro": aupro(amap, valid.masks, fpr_limit),
-                     "pixel_auroc": pixel_auroc(amap, valid.masks),
-                     "flagged_normal": float(out["flagged"][~abnormal].mean()),
-                     "flagged_abnormal": float(out["flagged"][abnormal].mean()),
-                     "latent_kept": float(out["d2_repaired"][abnormal].sum() / out["d2"][abnormal].sum())})
-    return rows

@@ -36,7 +36,7 @@ import numpy as np
 from hqanogan_core import localisation, metrics
 from hqanogan_core.data.splits import SplitArrays, load_split, resize_batch, stratified_subset
 from hqanogan_core.methods import METHODS
-from hqanogan_core.provenance import portable_path
+from hqanogan_core.provenance import images_signature, keys_match, portable_path
 
 FPR_LIMIT = 0.3          # AUPRO integrates the PRO curve up to this false-positive rate (MVTec AD)
 PIXEL_N_BOOT = 200       # resamples for the intervals of pixel AUROC and AUPRO (each a weighted histogram sum)
@@ -317,7 +317,7 @@ def run_benchmark(
         "aupro_fpr_limit": FPR_LIMIT,
         "methods": {},
     }
-    reference = test.images[test.labels == 0][:NATURAL_PER_TYPE * len(set(test.types[test.labels == 1]))]
+    reference = naturalness_normals(test)
     report["naturalness_reference"] = naturalness_reference(train, test, reference, seed)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
@@ -350,6 +350,12 @@ def run_benchmark(
     if out_dir is not None:
         (out_dir / "benchmark.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def naturalness_normals(test: SplitArrays) -> np.ndarray:
+    """The real normals restorations are compared with: the first NATURAL_PER_TYPE x (number of anomaly
+    types) test normals, as many as the abnormal images whose restorations are measured. [M, H, W]"""
+    return test.images[test.labels == 0][:NATURAL_PER_TYPE * len(set(test.types[test.labels == 1]))]
 
 
 def naturalness_reference(train: SplitArrays, test: SplitArrays, normals: np.ndarray, seed: int = 0) -> dict:
@@ -429,12 +435,14 @@ def result_key(name: str, options: dict | None, run: MethodRun, train: SplitArra
     measure, the weights the method loaded, and the code that computed it."""
     digest = getattr(run.method, "weights_digest", lambda: None)()
     test = run.test
-    context = None if valid is None else (valid.images, valid.labels, valid.types.astype("U32"), valid.masks)
+    labels = lambda s: None if s is None else _digest(s.labels, s.types.astype("U32"))   # noqa: E731
     return {"method": name, "options": json.loads(json.dumps(options or {}, sort_keys=True, default=str)),
             "n_boot": n_boot, "seed": seed, "weights_sha256": digest, "code_sha256": _code_digest(run.method),
-            "train_sha256": _digest(train.images),
-            "test_sha256": _digest(test.images, test.labels, test.types.astype("U32"), test.masks),
-            "valid_reference_sha256": _digest(*(context or ()), reference)}
+            # the images by signature (robust to last-bit rendering differences between CPUs), labels exactly
+            "train_signature": images_signature(train.images),
+            "test_signature": images_signature(test.images, test.masks), "test_labels_sha256": labels(test),
+            "valid_signature": None if valid is None else images_signature(valid.images, valid.masks),
+            "valid_labels_sha256": labels(valid), "reference_signature": images_signature(reference)}
 
 
 def _store_result(folder: Path, key: dict, result: dict, run: MethodRun) -> None:
@@ -468,7 +476,7 @@ def _cached_run(name, train, test, seed, options, valid, folders, n_boot, refere
     key = result_key(name, options, probe, train, n_boot, seed, valid, reference)
     for folder in folders:
         file = Path(folder) / name / "result.json"
-        if file.is_file() and json.loads(file.read_text())["key"] == key:
+        if file.is_file() and keys_match(json.loads(file.read_text())["key"], json.loads(json.dumps(key))):
             doc = json.loads(file.read_text())
             terms = load_score_terms(Path(folder) / name, None)
             scores = terms.pop("pred_score")

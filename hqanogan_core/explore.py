@@ -6,8 +6,9 @@
     view["restored"][i]    G(E(x)) in [0, 1];  view["repaired"][i]  after latent repair  [R, R]
     view["map"][i], view["map_repaired"][i]   smoothed |x - restoration| (x in [-1, 1])  [R, R]
 
-`repair_slots` chooses which slots are repaired: None = the rule (unusual for normals, `repair.py`), or
-a bool mask [L] / [N, L] (a reader's own choice). `SLOT_GROUPS` names StyleGAN's coarse / middle / fine
+`repair_slots` chooses which slots are repaired: None = the rule (unusual for normals, `repair.py`, moved
+back to the threshold), or a bool mask [L] / [N, L] (a reader's own choice; "shrink" then moves each chosen
+slot to the held-out normals' median distance, so a slot that is merely usual still visibly changes). `SLOT_GROUPS` names StyleGAN's coarse / middle / fine
 groups. The explorer widgets and the `explain` report are drawn from this one function.
 """
 from __future__ import annotations
@@ -19,6 +20,9 @@ from .methods.hqanogan import REPAIR_DEFAULT
 from .nets.psp import style_split
 from .scores import residual_map
 from .repair import slot_thresholds
+
+
+CHOSEN_TARGET_QUANTILE = 0.5      # where "shrink" moves the slots a reader chose: the normals' median distance
 
 
 def slot_groups(num_ws: int) -> dict[str, np.ndarray]:
@@ -43,10 +47,11 @@ def latent_view(method, images: np.ndarray, repair_slots: np.ndarray | None = No
     assert images.ndim == 3, f"expected images [N, H, W], got {images.shape}"
     x = to_model_input(images, method.pipe.resolution)                             # [N, 1, R, R]
     ws, rec = scorer.encode(x)
-    config = getattr(method, "repair", REPAIR_DEFAULT)
+    config = dict(getattr(method, "repair", REPAIR_DEFAULT))
     flagged = None
     if repair_slots is not None:
         flagged = np.broadcast_to(np.asarray(repair_slots, bool), (len(images), ws.shape[1])).copy()
+        config["target_quantile"] = CHOSEN_TARGET_QUANTILE
     rep = scorer.repair(x, ws=ws, flagged=flagged, **config)
     x_np, rec_np = x.numpy().mean(axis=1), rec.numpy().mean(axis=1)                 # [N, R, R] in [-1, 1]
     repaired = rep["repaired"].mean(axis=1)
@@ -55,7 +60,9 @@ def latent_view(method, images: np.ndarray, repair_slots: np.ndarray | None = No
             "map_repaired": residual_map(x_np, repaired, scorer.map_sigma),
             "d2": rep["d2"], "d2_repaired": rep["d2_repaired"], "flagged": rep["flagged"],
             "band": np.percentile(scorer.held_out_slots, [5, 95], axis=0),
-            "threshold": slot_thresholds(scorer.held_out_slots, config["quantile"]), "repair": dict(config)}
+            "threshold": slot_thresholds(scorer.held_out_slots, config["quantile"]),
+            "target": slot_thresholds(scorer.held_out_slots, config["target_quantile"] or config["quantile"]),
+            "repair": config}
 
 
 def score_percentile(score: float, normal_scores: np.ndarray) -> float:

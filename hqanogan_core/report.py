@@ -41,7 +41,7 @@ def read_query_image(path, size: int) -> np.ndarray:
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"{path} is not an image this tool can read ({type(err).__name__})") from err
     if mode not in GRAYSCALE_MODES:
-        raise ValueError(f"{path} has {len(mode)} colour channels (mode {mode}); explain needs a grayscale radiograph")
+        raise ValueError(f"{path} is a colour image (mode {mode}); explain needs a grayscale radiograph")
     if (width, height) != (size, size):
         raise ValueError(f"{path} is {width}x{height} px; this model scores {size}x{size} px images "
                          f"(convert your data with `python -m hqanogan_core convert ... --size {size}`)")

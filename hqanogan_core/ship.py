@@ -25,7 +25,7 @@ from .data.splits import load_split
 from .methods import METHODS
 from .methods.base import n_parameters
 from .methods.learned import SHIPPED_WEIGHTS, images_digest, weights_file
-from .provenance import code_revision, file_sha256, portable_path
+from .provenance import code_revision, file_sha256, images_signature, portable_path
 from .train.baselines import RECIPES, build_nets, scoring_nets
 from .train.loop import read_log, step_seconds
 
@@ -59,6 +59,7 @@ def _data_section(data, train, method: str, config: dict) -> dict:
     extras = METHODS[method].training_extras(valid, cfg)
     return {"path": portable_path(data), "fingerprint": marker.read_text().strip() if marker.exists() else None,
             "train_images_sha256": images_digest(train.images, *(v.numpy() for v in extras.values())),
+            "train_images_signature": images_signature(train.images, *(v.numpy() for v in extras.values())),
             "n_train": len(train), "n_labelled": int(sum(len(v) for v in extras.values()))}
 
 

@@ -12,6 +12,7 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 
+from hqanogan_core import plots
 from hqanogan_core.plots import MASK_COLOR
 
 
@@ -76,7 +77,7 @@ def explorer_states(method, images: np.ndarray, masks: np.ndarray | None, titles
     choices = repair_choices(method.pipe.G.num_ws)
     panels, binary, dices = [[] for _ in images], [[] for _ in images], [[] for _ in images]
     for label, slots in choices.items():
-        view = latent_view(method, images, repair_slots=None if slots in (None, "rule") else slots)
+        view = latent_view(method, images, repair_slots=None if slots is None or isinstance(slots, str) else slots)
         amaps = view["map" if slots is None else "map_repaired"]
         for i in range(len(images)):
             mask = None if masks is None else masks[i]

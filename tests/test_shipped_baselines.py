@@ -4,8 +4,9 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
-from hqanogan_core.benchmark import _cached_run
+from hqanogan_core.benchmark import _cached_run, naturalness_normals
 from hqanogan_core.data.default import phantom_dataset
 from hqanogan_core.data.splits import load_split
 from hqanogan_core.methods import METHODS
@@ -78,7 +79,7 @@ def test_all_shipped_baselines_together_are_small():
     assert sum(sizes.values()) < ALL_SHIPPED_LIMIT
 
 
-STORED = ["anogan", "hqanogan", "gaussian_ad", "padim", "patchcore"]     # data/pretrained/results64/<name>
+STORED = ["anogan", "hqanogan", "hqanogan_repair", "gaussian_ad", "padim", "patchcore"]     # data/pretrained/results64/<name>
 
 
 def test_every_stored_result_is_listed():
@@ -94,10 +95,34 @@ def test_stored_result_still_matches_its_key(name, splits):
     --cache data/pretrained/results64 (after removing data/pretrained/results64/NAME)."""
     data, train, _ = splits
     test = load_split(data, "test")
-    run, result, _ = _cached_run(name, train, test, 0, None, None, [data_dir() / "pretrained" / "results64"], 1000)
+    valid = load_split(data, "valid")
+    run, result, _ = _cached_run(name, train, test, 0, None, valid, [data_dir() / "pretrained" / "results64"], 1000,
+                                 naturalness_normals(test))
     assert run is not None, f"data/pretrained/results64/{name} is stale: re-ship it (see this test's docstring)"
     assert result["cached_from"] == f"data/pretrained/results64/{name}/result.json"
     assert len(run.scores) == result["n_test"] == len(run.test)
     assert result["test_subset"] == getattr(run.method, "test_subset", None)
     stored = (data_dir() / "pretrained" / "results64" / name / "result.json").read_text()
     assert str(REPO_ROOT) not in stored, "a stored result must not record this machine's paths"
+
+
+def test_shipped_inversion_study_matches_and_reproduces(splits, tmp_path):
+    """Chapter 3's encoder-vs-projector numbers are shipped (data/pretrained/inversion64, written by
+    `python -m hqanogan_core compare-inversions`): the book loads them only while their key matches, and
+    the encoder's stored reconstructions are what the encoder computes now."""
+    from hqanogan_core.ablation import inversion_images, inversion_study
+    from hqanogan_core.nets.perceptual import PerceptualDistance
+    from hqanogan_core.pipeline import load_pipeline
+    from hqanogan_core.recon import encode_images, reconstruction_metrics
+
+    data = splits[0]
+    pipe = load_pipeline()
+    images = inversion_images(data, pipe.resolution)
+    study = inversion_study(pipe.G, pipe.E, PerceptualDistance(), images["normals"], images["abnormal"], steps=300,
+                            out=tmp_path)
+    assert study["loaded_from"] == "data/pretrained/inversion64/results.json", "stale: re-run compare-inversions"
+    _, rec = encode_images(pipe.G, pipe.E, images["normals"])
+    torch.testing.assert_close(rec, study["compare"]["encoder"]["reconstructions"], atol=1e-4, rtol=0)
+    stored = study["compare"]["encoder"]["metrics"]["psnr"]
+    np.testing.assert_allclose(reconstruction_metrics(images["normals"], rec)["psnr"], stored, atol=1e-3)
+    assert study["abnormal_projection"].shape == images["abnormal"].shape

@@ -21,7 +21,7 @@ import torch
 from .. import checkpoint as ckpt
 from ..data.splits import resize_batch, to_model_input
 from ..paths import cache_dir, data_dir
-from ..provenance import file_sha256, portable_path
+from ..provenance import file_sha256, images_signature, portable_path, same_signature
 from ..train import baselines as recipes
 from ..train.loop import read_log, step_seconds
 from .base import Method, check_images, n_parameters
@@ -124,12 +124,15 @@ class LearnedBaseline(Method):
         key = json.dumps({"config": cfg.to_dict(), "data": data_digest}, sort_keys=True).encode()
         return cache_dir() / "runs" / f"{self.recipe}-{cfg.resolution}px-{hashlib.sha256(key).hexdigest()[:10]}"
 
-    def _shipped_fits(self, path: Path, train: np.ndarray, digest: str) -> bool:
-        """The shipped folder serves only the images it was trained on (its manifest's digest)."""
+    def _shipped_fits(self, path: Path, train: np.ndarray, digest: str, signature: list | None = None) -> bool:
+        """The shipped folder serves only the images it was trained on: its manifest's sha256 of them, or (the
+        same images rendered on another CPU, see `provenance.images_signature`) their signature."""
         manifest = path / "manifest.json"
         if self.steps is not None or self.settings or weights_file(path) is None or not manifest.is_file():
             return False                                     # a budget given means "train", not "load"
-        return json.loads(manifest.read_text()).get("data", {}).get("train_images_sha256") == digest
+        data = json.loads(manifest.read_text()).get("data", {})
+        signature = images_signature(train) if signature is None else signature
+        return data.get("train_images_sha256") == digest or same_signature(data.get("train_images_signature"), signature)
 
     def fit(self, train: np.ndarray, valid=None) -> "LearnedBaseline":
         t0 = time.perf_counter()
@@ -139,9 +142,10 @@ class LearnedBaseline(Method):
         cfg = self._config(resolution)
         extras = self.training_extras(valid, cfg) if self.run is None else {}
         digest = images_digest(train, *(v.numpy() for v in extras.values()))
+        signature = images_signature(train, *(v.numpy() for v in extras.values()))
         if self.run is not None:
             path, self.source = Path(self.run), portable_path(self.run)   # asked for: errors below name it
-        elif self._shipped_fits(self.shipped_folder(), train, digest):
+        elif self._shipped_fits(self.shipped_folder(), train, digest, signature):
             path = self.shipped_folder()
             self.source = portable_path(path)
         else:

@@ -269,3 +269,37 @@ def inversion_study(G, E, percep, normals: torch.Tensor, abnormal: torch.Tensor,
     return {"compare": {n: {k: r[k] for k in ("metrics", "seconds_per_image", "reconstructions")}
                         for n, r in compare.items()},
             "abnormal_projection": rec_ab, "device": doc["device"], "loaded_from": None}
+
+
+# ----------------------------------------------------------------------------- latent repair, on validation
+
+REPAIR_CONFIGS = [{"mode": mode, "quantile": q, "target_quantile": t}
+                  for mode, targets in (("shrink", (None, 0.5)), ("retrieve", (None,)))
+                  for q in (0.5, 0.9, 0.95, 0.99) for t in targets]
+
+
+def repair_sweep(method, valid, configs=None, fpr_limit: float = 0.3) -> list[dict]:
+    """Every latent-repair setting judged on the validation split by the AUPRO of its map |x - G(repaired)|,
+    next to the plain map (first row, config None). method: a fitted HQ-AnoGAN; valid: SplitArrays with masks.
+    -> [{"config", "aupro", "pixel_auroc", "flagged_normal", "flagged_abnormal", "latent_kept"}] where the
+    flagged fractions are of slots, and latent_kept is the abnormal images' latent term after / before."""
+    from .metrics import aupro, pixel_auroc
+    from .scores import residual_map
+
+    scorer = method.scorer
+    x = to_model_input(valid.images, method.pipe.resolution)
+    ws, rec = scorer.encode(x)
+    x_np = x.numpy().mean(axis=1)
+    abnormal = valid.labels == 1
+    plain = residual_map(x_np, rec.numpy().mean(axis=1), scorer.map_sigma)
+    rows = [{"config": None, "aupro": aupro(plain, valid.masks, fpr_limit), "pixel_auroc": pixel_auroc(plain, valid.masks),
+             "flagged_normal": 0.0, "flagged_abnormal": 0.0, "latent_kept": 1.0}]
+    for config in configs if configs is not None else REPAIR_CONFIGS:
+        out = scorer.repair(x, ws=ws, **config)
+        amap = residual_map(x_np, out["repaired"].mean(axis=1), scorer.map_sigma)
+        rows.append({"config": dict(config), "aupro": aupro(amap, valid.masks, fpr_limit),
+                     "pixel_auroc": pixel_auroc(amap, valid.masks),
+                     "flagged_normal": float(out["flagged"][~abnormal].mean()),
+                     "flagged_abnormal": float(out["flagged"][abnormal].mean()),
+                     "latent_kept": float(out["d2_repaired"][abnormal].sum() / out["d2"][abnormal].sum())})
+    return rows

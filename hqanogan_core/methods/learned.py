@@ -95,7 +95,7 @@ class LearnedBaseline(Method):
         self.meta: dict = {}
         self.source, self.weights_path, self.train_log = None, None, []
         self.fit_seconds = 0.0
-        self._last = None        # (images, residual at R) of the last score() call
+        self._last = None        # (images, residual at R, restored at R) of the last score() call
 
     # ------------------------------------------------------------------ weights
 
@@ -187,7 +187,10 @@ class LearnedBaseline(Method):
         raise NotImplementedError
 
     def restore(self, images: np.ndarray) -> np.ndarray:
-        """The method's reconstruction in [0, 1] at its resolution. [N, R, R]"""
+        """The method's reconstruction in [0, 1] at its resolution, [N, R, R] (what score() computed, for the
+        same images object)."""
+        if self._last is not None and self._last[0] is images:
+            return self._last[2]
         return self.forward(images)[0]
 
     def restoration(self, images: np.ndarray) -> np.ndarray | None:
@@ -201,7 +204,7 @@ class LearnedBaseline(Method):
         if not self.nets:
             raise RuntimeError(f"{self.name}: call fit() before score()")
         restored, out = self.forward(images)
-        self._last = None if restored is None else (images, self._residual(images, restored))
+        self._last = None if restored is None else (images, self._residual(images, restored), restored)
         return out
 
     def anomaly_map(self, images: np.ndarray) -> np.ndarray | None:

@@ -28,7 +28,7 @@ def main(report: str, screenshot: str) -> int:
         n_images = page.evaluate("() => document.images.length")
         broken = page.evaluate("() => Array.from(document.images).filter(i => i.naturalWidth === 0).length")
         text = page.inner_text("body")
-        if n_images < 2 or broken:
+        if n_images < 1 or broken:
             problems.append(f"{n_images} images, {broken} not decoded")
         verdict = page.locator(".verdict").all_inner_texts()
         if verdict not in (["normal"], ["ABNORMAL"]):

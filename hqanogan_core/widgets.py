@@ -110,7 +110,8 @@ def static_latent_explorer(states: dict) -> widgets.VBox:
             binaries = widgets.Stack([widgets.Image(value=png, format="png") for png in states["binary"][i][c]],
                                      selected_index=0)
             widgets.jslink((level, "index"), (binaries, "selected_index"))
-            per_choice.append(widgets.HBox([widgets.Image(value=states["panels"][i][c], format="png"), binaries]))
+            # one under the other: side by side, the thresholded map falls outside a narrow page
+            per_choice.append(widgets.VBox([widgets.Image(value=states["panels"][i][c], format="png"), binaries]))
         stack = widgets.Stack(per_choice, selected_index=0)
         widgets.jslink((repair, "index"), (stack, "selected_index"))
         per_image.append(stack)

@@ -570,13 +570,16 @@ def paired_comparisons(runs: dict, ours: str = "hqanogan", n_boot: int = 1000, s
 
 
 def label_curve(train: SplitArrays, test: SplitArrays, valid: SplitArrays, ks=(5, 20, 50), n_boot: int = 1000,
-                seed: int = 0, method: str = "deepsad", zero: str = "deepsvdd") -> list[dict]:
+                seed: int = 0, method: str = "deepsad", zero: str = "deepsvdd", options: dict | None = None) -> list[dict]:
     """Test AUROC [95 % CI] of a semi-supervised method against the number k of labelled anomalies it was
-    given from the validation split (k = 0: its unsupervised counterpart `zero`). -> [{"k", "value", "ci95"}]"""
-    points = []
+    given from the validation split (k = 0: its unsupervised counterpart `zero`). -> [{"k", "value", "ci95"}]
+    options: {method name: constructor options} (e.g. a preset's training budget) for either method."""
+    points, options = [], options or {}
     for k in (0, *ks):
-        name, options = (zero, None) if k == 0 else (method, {"n_labelled": int(k)})
-        run = run_method(name, train, test, seed=seed, options=options, valid=valid)
+        name = zero if k == 0 else method
+        extra = {} if k == 0 else {"n_labelled": int(k)}
+        opts = {**options.get(name, {}), **extra} or None
+        run = run_method(name, train, test, seed=seed, options=opts, valid=valid)
         value, lo, hi = metrics.bootstrap_ci(metrics.auroc, run.scores, run.test.labels, n_boot=n_boot, seed=seed)
         points.append({"k": int(k), "method": name, "value": value, "ci95": [lo, hi],
                        "weights": run.timing["info"].get("weights")})

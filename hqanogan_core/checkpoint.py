@@ -57,6 +57,20 @@ def atomic_write_json(path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def remove_stale_temp_files(path) -> list[Path]:
+    """Delete the temp files a killed `atomic_write_bytes` left beside `path` and its `.json` sidecar.
+
+    Only for files with a single writer (a training run's own checkpoint, called before it starts):
+    another process's write in progress would lose its temp file. Returns what was removed."""
+    path = Path(path)
+    removed = []
+    for target in (path, path.with_suffix(".json")):
+        for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 # ----------------------------------------------------------------------------- save / load
 
 

@@ -9,6 +9,7 @@
     ablate-encoder --run GAN --data DIR --out DIR [--steps 400]
     compare-inversions --data DIR --out DIR [--steps 300]
     explain    IMAGE.png --out report.html [--run RUN] [--data DIR]
+    pipeline   --data DIR --out RUN [--preset cpu64|paper256|paper512|tiny] [--methods a,b] [--resume]
     score      --data DIR --out SCORES.csv [--method hqanogan] [--run RUN] [--maps DIR] [--encoder ENC] [--split test]
     benchmark  --data DIR --methods a,b,c [--out DIR] [--json] [--set METHOD.OPTION=VALUE ...]
                (methods: mean, iforest, pca, ae, vae, anogan, fanogan, ganomaly, hqanogan)
@@ -54,6 +55,14 @@ def cmd_explain(args) -> int:
 def cmd_phantom(args) -> int:
     from hqanogan_core.data.phantom import PhantomConfig, write_phantom_dataset
 
+    if args.layout == "rsna":       # the raw RSNA format, for trying `convert rsna` and the own-data path
+        from hqanogan_core.data.phantom_rsna import write_phantom_rsna
+
+        counts = write_phantom_rsna(args.out, n_normal=args.n_train, n_abnormal=args.n_test, size=args.size,
+                                    seed=args.seed)
+        print(f"wrote {counts['patients']} RSNA-format DICOMs ({counts['pneumonia']} pneumonia) to {args.out}")
+        return 0
+
     config = PhantomConfig(size=args.size, severity=args.severity)
     summary = write_phantom_dataset(
         args.out,
@@ -91,7 +100,7 @@ def cmd_train_gan(args) -> int:
     from hqanogan_core.train.gan import train_gan
     from hqanogan_core.presets import get_preset
 
-    overrides = {}
+    overrides = dict(_parse_settings(args.set))     # any GanTrainConfig field; the named flags win
     renamed = {"kimg": "total_kimg"}
     for field in ("kimg", "seed", "batch", "device", "amp", "snapshot_kimg"):
         value = getattr(args, field)
@@ -107,6 +116,7 @@ def cmd_train_gan(args) -> int:
 
 
 def cmd_train_encoder(args) -> int:
+    import dataclasses
     from pathlib import Path
 
     from hqanogan_core.pretrained import load_pretrained_gan, pretrained_gan_available
@@ -120,12 +130,17 @@ def cmd_train_encoder(args) -> int:
     else:
         raise FileNotFoundError(f"{run} holds no generator: expected gan.safetensors + manifest.json "
                                 f"(a pretrained folder) or latest.safetensors (a train-gan run)")
-    overrides = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("seed", args.seed),
-                                   ("device", args.device), ("perceptual", args.perceptual),
-                                   ("lr", args.lr)) if v is not None}
-    config = EncoderTrainConfig(**overrides)
+    overrides = dict(_parse_settings(args.set))     # any EncoderTrainConfig field; the named flags win
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(EncoderTrainConfig)})
+    if unknown:
+        raise ValueError(f"unknown EncoderTrainConfig fields: {unknown}")
+    overrides.update({k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("seed", args.seed),
+                                        ("device", args.device), ("perceptual", args.perceptual),
+                                        ("lr", args.lr)) if v is not None})
+    config = EncoderTrainConfig.from_dict(overrides)   # JSON lists -> tuples (blocks, betas)
     out = Path(args.out) if args.out else (run / "encoder")
-    summary = train_encoder(gan, args.data, out, config, resume=args.resume, progress=not args.no_progress)
+    summary = train_encoder(gan, args.data, out, config, resume=args.resume, progress=not args.no_progress,
+                            gan_path=run)  # recorded in the checkpoint: `score --encoder OUT` finds G by it
     print(json.dumps({k: v for k, v in summary.items() if isinstance(v, (str, int, float, dict, list))},
                      indent=2, default=str))
     return 0
@@ -250,6 +265,16 @@ def cmd_benchmark(args) -> int:
     return 0
 
 
+def cmd_pipeline(args) -> int:
+    from hqanogan_core.workflow import run_pipeline
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    folders = run_pipeline(args.data, args.out, preset=args.preset, methods=methods, device=args.device,
+                           resume=args.resume, progress=not args.no_progress)
+    print(json.dumps({k: str(v) for k, v in folders.items()}, indent=2))
+    return 0
+
+
 def cmd_export_baseline(args) -> int:
     from hqanogan_core.ship import export_baseline
 
@@ -274,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--severity", type=float, default=1.0)
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--layout", choices=["mvtec", "rsna"], default="mvtec",
+                   help="rsna: DICOMs + labels CSV as RSNA distributes them (n-train normal, n-test abnormal "
+                        "patients), input for `convert rsna`")
     p.set_defaults(func=cmd_phantom)
 
     p = sub.add_parser("convert", help="convert a public dataset to the MVTec AD layout")
@@ -300,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default=None, help="CUDA only")
     p.add_argument("--compile", action="store_true", help="torch.compile the main-phase nets (CUDA only)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any other GanTrainConfig field, e.g. channel_max=32 (tiny nets for smoke runs and tests)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train_gan)
 
@@ -313,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--perceptual", choices=["auto", "lpips", "stlpips"], default=None)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any other EncoderTrainConfig field, e.g. width=8, blocks=[1,1,1,1], snapshot_every=5")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train_encoder)
@@ -373,6 +405,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "method, options, images and weights match")
     p.set_defaults(func=cmd_benchmark)
 
+    p = sub.add_parser("pipeline", help="train-gan -> train-encoder -> score -> benchmark, each step resumable")
+    p.add_argument("--data", required=True, help="MVTec-layout folder (e.g. from `convert`)")
+    p.add_argument("--out", required=True, help="run folder: gan/, encoder/, score/, benchmark/")
+    p.add_argument("--preset", default="cpu64", help="cpu64, paper256, paper512, tiny (hqanogan_core.workflow)")
+    p.add_argument("--methods", default=None, help="benchmark methods, comma-separated "
+                                                   "(default pca,ae,fanogan,padim,patchcore,hqanogan)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resume", action="store_true", help="continue unfinished steps from their checkpoints")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_pipeline)
+
     p = sub.add_parser("export-baseline", help="ship a train-baseline run: weights, manifest, validation AUROC")
     p.add_argument("method", choices=list(RECIPES))
     p.add_argument("run", help="train-baseline run folder")
@@ -387,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="METHOD.OPTION=VALUE", help="an option of the method")
     p.add_argument("--run", default=None, help="shipped encoder folder, or a GAN folder/run (then --encoder or "
                                                "RUN/encoder); default data/pretrained/encoder64")
-    p.add_argument("--encoder", default=None, help="encoder folder or train-encoder checkpoint")
+    p.add_argument("--encoder", default=None, help="encoder folder or train-encoder checkpoint; without --run "
+                                                   "its generator is the one its manifest / checkpoint names")
     p.add_argument("--data", required=True, help="MVTec-layout folder: fit on train/good, score --split")
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True, help="CSV: one row per image, every score term")

@@ -70,15 +70,67 @@ def _load_encoder(path: Path, device):
                "encoder_steps": meta.get("step")}
 
 
+def _is_generator(path: Path) -> bool:
+    """`load_gan` can read `path`: a shipped GAN folder, a train-gan run folder or its checkpoint file."""
+    return (pt.pretrained_gan_available(path) or (path / "latest.safetensors").is_file()
+            or (path.suffix == ".safetensors" and path.is_file()))
+
+
+def _encoder_gan_path(encoder: Path) -> Path:
+    """The generator an encoder was trained for, as the encoder itself records it.
+
+    A shipped encoder folder: its manifest's gan.path (relative to the folder). A train-encoder folder or
+    checkpoint: the checkpoint's "gan" record (path relative to its folder, then the absolute path); an
+    older checkpoint without one: the folder above it (train-encoder's default --out is RUN/encoder).
+    Raises FileNotFoundError naming the encoder and every place looked at."""
+    if not encoder.exists():
+        raise FileNotFoundError(f"encoder {encoder} does not exist")
+    if pt.pretrained_encoder_available(encoder):
+        where = f"gan.path in {encoder / pt.MANIFEST_FILE}"
+        candidates = [(encoder / pt.read_encoder_manifest(encoder)["gan"]["path"]).resolve()]
+    else:
+        from . import checkpoint as ckpt  # the header only; no trainer is imported
+
+        file = encoder / pt.ENCODER_WEIGHTS_FILE if encoder.is_dir() else encoder
+        if not file.is_file():
+            raise FileNotFoundError(f"encoder {encoder} is neither a shipped encoder folder (encoder.safetensors + "
+                                    f"manifest.json) nor a train-encoder checkpoint: no {file}")
+        try:
+            record = ckpt.read_meta(file).get("gan") or {}
+        except Exception as err:  # safetensors raises its own error types for other bytes
+            raise pt.PretrainedFormatError(f"encoder {encoder}: {file} is not a train-encoder checkpoint "
+                                           f"({type(err).__name__}: {err})") from None
+        if record:
+            where = f"the 'gan' record of {file}"
+            candidates = [(file.parent / record["path"]).resolve(), Path(record["abs_path"])]
+        else:
+            where = f"the folder above it ({file} records no generator)"
+            candidates = [file.parent.parent.resolve()]
+    for path in candidates:
+        if _is_generator(path):
+            return path
+    looked = " or ".join(dict.fromkeys(str(p) for p in candidates))
+    raise FileNotFoundError(f"cannot find the generator of encoder {encoder}: looked for it at {looked} ({where}); "
+                            f"pass the generator explicitly (score --run GAN, load_pipeline(run=GAN))")
+
+
 def load_pipeline(run: str | Path | None = None, encoder: str | Path | None = None, device="cpu") -> Pipeline:
-    """G, D and E ready for scoring (eval, no gradients). `run` defaults to the shipped encoder64."""
+    """G, D and E ready for scoring (eval, no gradients).
+
+    `run` defaults to the shipped encoder64, or, when only `encoder` is given, to the generator the encoder
+    records (its manifest's gan.path, or a train-encoder checkpoint's "gan" record)."""
+    if run is None and encoder is not None:          # the encoder alone: it names its own generator
+        if pt.pretrained_encoder_available(encoder):
+            run, encoder = Path(encoder), None       # a shipped encoder folder is a complete `run`
+        else:
+            run = _encoder_gan_path(Path(encoder))
     run = Path(run) if run is not None else pt.default_encoder_path()
     if not run.exists():
         raise FileNotFoundError(f"{run} does not exist")
     if encoder is None and pt.pretrained_encoder_available(run):
         E, info = _load_encoder(run, device)
         manifest = pt.read_encoder_manifest(run)
-        gan_path = (run / manifest["gan"]["path"]).resolve()
+        gan_path = _encoder_gan_path(run)
         G, D, gan_info = load_gan(gan_path, device)
         pt.check_encoder_matches_gan(run, manifest, gan_path)
     else:

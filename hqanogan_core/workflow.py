@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .paths import cache_dir, data_dir
@@ -264,6 +265,16 @@ class GanRecord:
     reals: torch.Tensor         # [n, 1, R, R] training images in [-1, 1], as the training loader saw them
     swd_recorded: float         # the SWD recorded when the network was shipped (nan for a fresh run)
     shipped: bool
+    manifest: dict | None = None
+
+    def swd_to_reals(self, real: torch.Tensor) -> float:
+        """SWD x1e3 of G_ema's samples to `real`: the export's recipe when shipped, else 256 samples, seed 0."""
+        from .pretrained import fake_images_for_swd, swd_from_recipe
+        from .swd import swd
+
+        if self.manifest is not None:
+            return swd_from_recipe(self.G, self.manifest, real=real)["avg"]
+        return swd(real, fake_images_for_swd(self.G, len(real), seed=0), seed=0)["avg"]
 
 
 @dataclass
@@ -372,7 +383,8 @@ class Workspace:
             folder = pt.default_gan_path()
             return GanRecord(G, D, str(folder.relative_to(data_dir().parent)), manifest["command"],
                              read_log(folder / "log.jsonl"), pt.manifest_facts(manifest),
-                             pt.real_images_for_swd(manifest, n=n_reals), manifest["swd_export"]["avg"], True)
+                             pt.real_images_for_swd(manifest, n=n_reals), manifest["swd_export"]["avg"], True,
+                             manifest)
         from . import checkpoint as ckpt
         from .pipeline import load_gan
 
@@ -416,14 +428,41 @@ def workspace(environ=None) -> Workspace:
 
         if preset != "cpu64":
             raise ValueError(f"{ENV['preset']}={preset} needs {ENV['data']}: the shipped phantom book is 64 px")
-        return Workspace(phantom_dataset(), "cpu64", device, None, default=True)
+        data = phantom_dataset()        # networks are trained into OUT only if the shipped ones are missing
+        return Workspace(data, "cpu64", device, _out(env, data, "cpu64"), default=True)
     data = Path(data).expanduser()
     if not (data / "train").is_dir():
         raise FileNotFoundError(f"{ENV['data']}={data}: no train/ folder (expected the MVTec AD layout; convert a "
                                 f"dataset with `python -m hqanogan_core convert ...`)")
+    _check_resolution(data, preset)
+    return Workspace(data.resolve(), preset, device, _out(env, data.resolve(), preset), default=False)
+
+
+def _check_resolution(data: Path, preset: str) -> None:
+    """The chapters compare maps with masks pixel for pixel: the data must be at the preset's resolution."""
+    from .data.folder import read_grayscale, scan_split
+
+    samples = scan_split(data, "train")
+    if not samples:
+        raise FileNotFoundError(f"{ENV['data']}={data}: no images in train/good")
+    side = read_grayscale(samples[0].path).shape
+    want = gan_config(preset).resolution
+    if side != (want, want):
+        raise ValueError(f"{samples[0].path} is {side[0]} x {side[1]} px but preset {preset!r} works at {want} px: "
+                         f"convert with --size {want}, or choose a preset for {side[0]} px")
+
+
+def kinds_in(types) -> list[str]:
+    """The anomaly types present, the phantom's in its usual order first, then any others sorted."""
+    from .data.phantom import ANOMALY_TYPES
+
+    present = set(np.asarray(types).tolist()) - {"good"}
+    return [k for k in ANOMALY_TYPES if k in present] + sorted(present - set(ANOMALY_TYPES))
+
+
+def _out(env, data: Path, preset: str) -> Path:
     out = env.get(ENV["out"])
-    out = Path(out).expanduser() if out else cache_dir() / "workspaces" / f"{data.resolve().name}-{preset}"
-    return Workspace(data.resolve(), preset, device, out, default=False)
+    return Path(out).expanduser() if out else cache_dir() / "workspaces" / f"{data.name}-{preset}"
 
 
 def describe(ws: Workspace) -> str:
@@ -433,5 +472,15 @@ def describe(ws: Workspace) -> str:
     return f"{ws.data} with preset {ws.preset} on {ws.device}; trained networks and results in {ws.out}"
 
 
-__all__ = ["RUN_PRESETS", "Workspace", "GanRecord", "workspace", "run_pipeline", "ensure_gan", "ensure_encoder",
+def banner(ws: Workspace) -> str:
+    """Markdown for the top of a chapter run under the switch ('' for the phantom book)."""
+    if ws.default:
+        return ""
+    return (f"**This chapter ran on `{ws.data}` (preset `{ws.preset}`, device `{ws.device}`; trained networks and "
+            f"results in `{ws.out}`).** Every figure, table and number printed by a cell comes from that data. "
+            f"The prose was written for the phantom book and describes its data and results; where it "
+            f"quotes a number, the number is computed on your data.")
+
+
+__all__ = ["banner", "kinds_in", "RUN_PRESETS", "Workspace", "GanRecord", "workspace", "run_pipeline", "ensure_gan", "ensure_encoder",
            "ensure_score", "ensure_benchmark", "method_options", "shipped_matches", "step_done", "describe"]

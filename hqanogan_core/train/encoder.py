@@ -21,18 +21,24 @@ unweighted so the book can show its size. Note D's minibatch-std layer makes f d
 
 G and D are frozen (eval, requires_grad False); only E trains, with Ranger (RAdam + Lookahead).
 Determinism: batch indices, z and the real/generated split come from a generator seeded by
-(seed, step), so a resumed run continues bit-exactly (the torch RNG is saved as well).
+(seed, step), so a resumed run continues bit-exactly (the torch, numpy and python RNGs are seeded from
+`seed` and saved as well, so a checkpoint is the same whether or not the run was interrupted).
 
 out_dir/encoder.safetensors (+ .json)  encoder weights, optimiser (incl. Lookahead slow weights), step,
-                                       RNG, configs, perceptual backend; atomic; `resume=True` continues
+                                       RNG, configs, perceptual backend, the generator it is trained for
+                                       ("gan": path relative to out_dir + absolute path, when known);
+                                       atomic; `resume=True` continues
 out_dir/log.jsonl                      first line {"event": "start", "perceptual": ...}, then one per tick
 out_dir/recon_stepXXXXXX.png           inputs (top) and reconstructions (bottom)
 """
 from __future__ import annotations
 
+import os
+import random
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -41,7 +47,7 @@ from ..nets.psp import EncoderConfig, build_encoder, encode_images, encoder_conf
 from .. import checkpoint as ckpt
 from .optim import ranger
 
-__all__ = ["EncoderTrainConfig", "EncoderTrainer", "train_encoder", "encoder_losses"]
+__all__ = ["EncoderTrainConfig", "EncoderTrainer", "train_encoder", "encoder_losses", "gan_record"]
 
 ENCODER_CHECKPOINT_FORMAT = "hqanogan-encoder-checkpoint-v1"   # training checkpoint (the shipped folder is pretrained.ENCODER_FORMAT)
 STEP_SEED_STRIDE = 1_000_003     # batch of step t is drawn from a generator seeded seed * STRIDE + t
@@ -129,10 +135,13 @@ class EncoderTrainer:
         self.percep = (percep or PerceptualDistance(PerceptualConfig(cfg.perceptual, cfg.perceptual_net))).to(
             self.device)
         torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)   # unused by training, but saved in every checkpoint: make it seeded
+        random.seed(cfg.seed)              # too, so that two runs with one seed write identical checkpoints
         self.enc_cfg = encoder_config_for(G, width=cfg.width, blocks=cfg.blocks, zero_init_heads=cfg.zero_init_heads)
         self.E = build_encoder(cfg.encoder, self.enc_cfg, w_avg=G.w_avg).to(self.device).train()
         self.opt = ranger(self.E.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.step_idx = 0
+        self.gan_record: dict | None = None   # where the generator lives (function `gan_record`), saved in meta
 
     def _batch(self, step: int):
         """(x [B, C, R, R], ws_true [M, num_ws, w_dim]) from a generator seeded by (seed, step)."""
@@ -183,7 +192,7 @@ class EncoderTrainer:
             "kind": "encoder", "encoder_format": ENCODER_CHECKPOINT_FORMAT, "config": self.cfg.to_dict(),
             "encoder_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.enc_cfg).items()},
             "step": self.step_idx, "opt": mo, "rng": mr, "perceptual": self.percep.backend_name,
-            "torch": torch.__version__,
+            "gan": self.gan_record, "torch": torch.__version__,
         }
         return tensors, meta
 
@@ -219,13 +228,24 @@ def _resolve_gan(gan):
     return ckpt.load_generator(path, ema=True), ckpt.load_discriminator(path)
 
 
+def gan_record(gan_path, out_dir) -> dict:
+    """How a checkpoint in `out_dir` names its generator: {"path": relative to out_dir, "abs_path": absolute}.
+
+    `pipeline.load_pipeline(encoder=out_dir)` tries the relative path first (the pair moved together),
+    then the absolute one (the encoder moved alone)."""
+    gan_path, out_dir = Path(gan_path).resolve(), Path(out_dir).resolve()
+    return {"path": Path(os.path.relpath(gan_path, out_dir)).as_posix(), "abs_path": str(gan_path)}
+
+
 def train_encoder(gan, data, out_dir, config: EncoderTrainConfig | None = None, resume: bool = False,
-                  progress: bool = True, percep: PerceptualDistance | None = None) -> dict:
+                  progress: bool = True, percep: PerceptualDistance | None = None, gan_path=None) -> dict:
     """Train a pSp encoder for a frozen generator.
 
-    gan   (G, D) (D may be None: no feature term), a callable returning (G, D), or a GAN run folder /
-          checkpoint path (then G_ema and D are loaded with hqanogan_core.checkpoint).
-    data  MVTec-layout folder (train/good/*.png) or an image tensor [N, C, R, R] in [-1, 1].
+    gan       (G, D) (D may be None: no feature term), a callable returning (G, D), or a GAN run folder /
+              checkpoint path (then G_ema and D are loaded with hqanogan_core.checkpoint).
+    data      MVTec-layout folder (train/good/*.png) or an image tensor [N, C, R, R] in [-1, 1].
+    gan_path  where the generator lives (a shipped GAN folder, a train-gan run or checkpoint), recorded in
+              the checkpoint so `score --encoder OUT` finds it; defaults to `gan` when that is a path.
     Returns a summary dict (steps, seconds, last log line, paths, the trainer).
     """
     from .gan import load_images, save_image_grid
@@ -235,12 +255,17 @@ def train_encoder(gan, data, out_dir, config: EncoderTrainConfig | None = None, 
     G, D = _resolve_gan(gan)
     images = data if isinstance(data, torch.Tensor) else load_images(data, G.resolution, G.img_channels)
     trainer = EncoderTrainer(cfg, G, D, images, percep=percep)
+    if gan_path is None and isinstance(gan, (str, Path)):
+        gan_path = gan
+    if gan_path is not None:
+        trainer.gan_record = gan_record(gan_path, out_dir)
     grid_x = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed + GRID_SEED_OFFSET))[:8]]
 
     def recon_grid(tr, out: Path) -> None:
         recon = tr.reconstruct(grid_x).cpu()
         save_image_grid(torch.cat([grid_x, recon]), out / f"recon_step{tr.step_idx:06d}.png", nrow=len(grid_x))
 
+    ckpt.remove_stale_temp_files(Path(out_dir) / "encoder.safetensors")   # left by a run killed mid-write
     start = {"perceptual": trainer.percep.backend_name, "encoder_params": sum(p.numel() for p in trainer.E.parameters()),
              "device": str(trainer.device), "config": cfg.to_dict()}
     summary = run_training(trainer, out_dir, cfg.steps, checkpoint_name="encoder.safetensors", log_every=cfg.log_every,

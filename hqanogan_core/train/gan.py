@@ -455,10 +455,14 @@ def train_gan(data_dir, out_dir, config: GanTrainConfig | str | None = None, res
     images = load_images(data_dir, cfg.resolution, cfg.channels)
     trainer = GanTrainer(cfg, images, device, rank, world)
     latest = out_dir / "latest.safetensors"
+    log_path = out_dir / "log.jsonl"
+    if is_main:
+        ckpt.remove_stale_temp_files(latest)  # a killed run may have died inside a checkpoint write
     if resume and latest.exists():
         trainer.load(latest)
         if is_main:
             print(f"resumed from {latest} at {trainer.cur_nimg / 1000:.3f} kimg")
+            _drop_log_lines_after(log_path, trainer.cur_nimg)
     elif resume and is_main:
         print(f"no checkpoint at {latest}; starting from scratch")
     if is_main and cfg.swd_images > 0 and fid_unavailable_reason() is not None:
@@ -466,7 +470,6 @@ def train_gan(data_dir, out_dir, config: GanTrainConfig | str | None = None, res
 
     total_nimg = int(round(cfg.total_kimg * 1000))
     grid_n = 64 if cfg.resolution <= 64 else 16
-    log_path = out_dir / "log.jsonl"
     tick_start_nimg = trainer.cur_nimg
     t0 = time.time()
     acc: dict[str, list] = {}
@@ -524,6 +527,25 @@ def train_gan(data_dir, out_dir, config: GanTrainConfig | str | None = None, res
         "steps": trainer.step_idx, "seconds": time.time() - t0, "device": str(device), "rank": rank,
         "world_size": world, "p": float(trainer.augment.p), "last": last_line, "trainer": trainer,
     }
+
+
+def _drop_log_lines_after(log_path: Path, cur_nimg: int) -> None:
+    """Keep the log lines up to the checkpoint a run resumes from: the ticks after it are trained again
+    (a killed run may have logged past its last checkpoint), so the log reads as one uninterrupted run.
+    A last line cut short by the kill is dropped too."""
+    if not log_path.exists():
+        return
+    lines = [s for s in log_path.read_text().splitlines() if s.strip()]
+
+    def before_checkpoint(s: str) -> bool:
+        try:
+            return round(json.loads(s).get("kimg", 0) * 1000) <= cur_nimg
+        except json.JSONDecodeError:
+            return False
+
+    keep = [s for s in lines if before_checkpoint(s)]
+    if len(keep) < len(lines):
+        ckpt.atomic_write_bytes(log_path, "".join(s + "\n" for s in keep).encode())
 
 
 def _next_multiple(nimg: int, kimg: float) -> int:

@@ -84,7 +84,7 @@ def evaluate(scores: np.ndarray, test: SplitArrays, maps: np.ndarray | None, n_b
             "n": int((test.types == kind).sum()),
         }
     result["pixel_auroc"] = result["aupro"] = None
-    if maps is not None and test.masks is not None:
+    if maps is not None and test.masks is not None and test.masks.any():     # image labels only: no pixel metrics
         abnormal_with_mask = test.masks.reshape(len(test.masks), -1).any(axis=1)
         pick = normal | abnormal_with_mask
         result["pixel_auroc"] = metrics.pixel_auroc(maps[pick], test.masks[pick], seed=seed)

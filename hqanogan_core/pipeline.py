@@ -119,6 +119,9 @@ def load_pipeline(run: str | Path | None = None, encoder: str | Path | None = No
 
     `run` defaults to the shipped encoder64, or, when only `encoder` is given, to the generator the encoder
     records (its manifest's gan.path, or a train-encoder checkpoint's "gan" record)."""
+    if (encoder is None and run is not None and Path(run).is_dir() and not _is_generator(Path(run))
+            and (Path(run) / pt.ENCODER_WEIGHTS_FILE).is_file() and not pt.pretrained_encoder_available(run)):
+        run, encoder = None, Path(run)               # a train-encoder folder given as `run`
     if run is None and encoder is not None:          # the encoder alone: it names its own generator
         if pt.pretrained_encoder_available(encoder):
             run, encoder = Path(encoder), None       # a shipped encoder folder is a complete `run`

@@ -35,3 +35,13 @@ def published_rows() -> list[dict]:
             for method, value in methods.items():
                 rows.append({"source": source, "dataset": dataset, "method": method, "auroc": value})
     return rows
+
+
+# StyleGAN2-ADA training speed, official README (NVlabs/stylegan2-ada-pytorch), one Tesla V100, 'auto'
+# config: resolution -> (low, high) seconds per kimg, and the GPU memory it quotes where it quotes one.
+STYLEGAN2_ADA_V100 = {
+    "source": "NVlabs/stylegan2-ada-pytorch README, 'Expected training time' (1 x V100, cfg auto)",
+    "s_per_kimg": {128: (12.8, 13.7), 256: (21.6, 24.2), 512: (74.0, 74.0), 1024: (158.0, 158.0)},
+    "gpu_mem_gb": {256: 5.0},
+    "reasonable_kimg": 5000,     # "reasonable" results around 5000 kimg at full scale
+}

@@ -205,6 +205,20 @@ def published_table(rows: list[dict], sources: dict) -> str:
     return md_table(header, body)
 
 
+def preset_table(rows: list[dict]) -> str:
+    """The run presets (workflow.preset_summary): sizes, lengths and expected training time."""
+    def hours(v):
+        if v is None:
+            return "–"
+        return f"{v[0]:.0f}–{v[1]:.0f} h" if isinstance(v, tuple) and round(v[0]) != round(v[1]) else \
+            f"{(v[0] if isinstance(v, tuple) else v):.1f} h"
+
+    body = [[f"`{r['preset']}`", str(r["resolution"]), f"{r['gan_kimg']:g}", str(r["batch"]), r["g_channels"], f"{r['encoder_steps']:,}",
+             r["baselines"], hours(r["v100_hours"]), hours(r["cpu_hours"])] for r in rows]
+    return md_table(["preset", "px", "GAN kimg", "batch", "channel base / max", "encoder steps", "baselines",
+                     "GAN on one V100 (official s/kimg)", "GAN + encoder, 2 CPU cores (measured)"], body)
+
+
 # ----------------------------------------------------------------------------- localisation and naturalness
 
 

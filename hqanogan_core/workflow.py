@@ -472,6 +472,29 @@ def describe(ws: Workspace) -> str:
     return f"{ws.data} with preset {ws.preset} on {ws.device}; trained networks and results in {ws.out}"
 
 
+def preset_summary() -> list[dict]:
+    """One row per run preset: what it trains and how long that takes. GPU hours use the official
+    StyleGAN2-ADA V100 figures (published.STYLEGAN2_ADA_V100); CPU hours are measured: the shipped 64 px
+    generator's and encoder's own training time (their manifests), for the preset that made them."""
+    from . import pretrained as pt
+    from .published import STYLEGAN2_ADA_V100
+
+    rows = []
+    for name, p in RUN_PRESETS.items():
+        cfg = gan_config(name)
+        speed = STYLEGAN2_ADA_V100["s_per_kimg"].get(cfg.resolution)
+        row = {"preset": name, "resolution": cfg.resolution, "gan_kimg": cfg.total_kimg, "batch": cfg.batch,
+               "g_channels": f"{cfg.channel_base} / {cfg.channel_max}", "encoder_steps": p["encoder"]["steps"],
+               "baselines": p["baselines"],
+               "v100_hours": None if speed is None else tuple(s * cfg.total_kimg / 3600 for s in speed),
+               "cpu_hours": None}
+        if name == "cpu64" and pt.pretrained_gan_available() and pt.pretrained_encoder_available():
+            gan, enc = pt.read_manifest(), pt.read_encoder_manifest()
+            row["cpu_hours"] = (gan["training"]["step_seconds"] + enc["training"]["step_seconds"]) / 3600
+        rows.append(row)
+    return rows
+
+
 def banner(ws: Workspace) -> str:
     """Markdown for the top of a chapter run under the switch ('' for the phantom book)."""
     if ws.default:
@@ -482,5 +505,5 @@ def banner(ws: Workspace) -> str:
             f"quotes a number, the number is computed on your data.")
 
 
-__all__ = ["banner", "kinds_in", "RUN_PRESETS", "Workspace", "GanRecord", "workspace", "run_pipeline", "ensure_gan", "ensure_encoder",
+__all__ = ["banner", "preset_summary", "kinds_in", "RUN_PRESETS", "Workspace", "GanRecord", "workspace", "run_pipeline", "ensure_gan", "ensure_encoder",
            "ensure_score", "ensure_benchmark", "method_options", "shipped_matches", "step_done", "describe"]

@@ -112,3 +112,12 @@ def test_clear_errors_when_the_generator_cannot_be_found(shipped, tmp_path, caps
     err = _error(capsys, ["score", "--data", str(shipped["data"]), "--out", str(tmp_path / "s.csv"),
                           "--encoder", str(tmp_path / "nothing")])
     assert f"encoder {tmp_path / 'nothing'} does not exist" in err
+
+
+def test_train_encoder_folder_given_as_run(shipped, tmp_path):
+    """`--run OUT/encoder` (as the pipeline lays it out, e.g. for `explain`) is the encoder alone, not a GAN."""
+    run = tmp_path / "out" / "encoder"
+    _train_encoder_cli(shipped["gan"], shipped["data"], run)
+    by_run, by_encoder = load_pipeline(run), load_pipeline(encoder=run)
+    assert by_run.info["encoder"] == by_encoder.info["encoder"] and by_run.info["gan"].endswith("gan32")
+    assert by_run.info["encoder_kind"] == "train-encoder checkpoint"

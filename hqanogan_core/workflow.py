@@ -374,7 +374,7 @@ class Workspace:
     def gan_record(self, n_reals: int = 512) -> GanRecord:
         """Chapter 2's generator: the shipped one with its manifest, or this workspace's trained run."""
         from . import pretrained as pt
-        from .train.export import training_time
+        from .train.export import wall_clock, training_time
         from .train.gan import load_images
         from .train.loop import read_log
 
@@ -394,8 +394,8 @@ class Workspace:
         lines = [ln for ln in read_log(folder / "log.jsonl") if "kimg" in ln]
         seconds = training_time(lines)
         tensors, _ = ckpt.load_checkpoint(folder / "latest.safetensors")
-        facts = dict(kimg=meta["kimg"], step_hours=seconds / 3600, wall_hours=(step_done(folder) or {}).get(
-            "seconds", seconds) / 3600, device=str(self.device), p=float(tensors["augment.p"]),
+        wall = wall_clock(folder, folder / "latest.safetensors")["seconds"]     # the export's measure
+        facts = dict(kimg=meta["kimg"], step_hours=seconds / 3600, wall_hours=wall / 3600, device=str(self.device), p=float(tensors["augment.p"]),
             mb=(folder / "latest.safetensors").stat().st_size / 1e6, revision="this build", preset=self.preset,
             resolution=G.resolution)
         reals = load_images(self.data, G.resolution, G.img_channels)[:n_reals]
@@ -440,9 +440,12 @@ def workspace(environ=None) -> Workspace:
 
 def _check_resolution(data: Path, preset: str) -> None:
     """The chapters compare maps with masks pixel for pixel: the data must be at the preset's resolution."""
-    from .data.folder import read_grayscale, scan_split
+    from .data.folder import DatasetLayoutError, read_grayscale, scan_split
 
-    samples = scan_split(data, "train")
+    try:
+        samples = scan_split(data, "train")
+    except DatasetLayoutError as err:       # e.g. an empty train/good: say which variable pointed there
+        raise DatasetLayoutError(f"{ENV['data']}={data}: {err}") from err
     if not samples:
         raise FileNotFoundError(f"{ENV['data']}={data}: no images in train/good")
     side = read_grayscale(samples[0].path).shape

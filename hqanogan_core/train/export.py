@@ -68,7 +68,7 @@ def training_time(lines: list[dict]) -> float:
     return total
 
 
-def _wall_clock(run_dir: Path, latest: Path) -> dict:
+def wall_clock(run_dir: Path, latest: Path) -> dict:
     """Elapsed time from file timestamps: the earliest file in the run folder to the last checkpoint."""
     files = [p for p in run_dir.iterdir() if p.is_file()]
     first = min(files, key=lambda p: p.stat().st_mtime)
@@ -210,7 +210,7 @@ def export_gan(run_dir, out_dir, command: str, note: str = "", *, data_dir=None,
             "step_seconds": round(training_time(lines), 1),
             "step_seconds_measures": "sum over log.jsonl ticks of s_per_kimg x kimg advanced: time inside the "
                                      "training step only (no SWD, sample grids, checkpoints or data loading)",
-            "wall_clock": _wall_clock(run_dir, latest),
+            "wall_clock": wall_clock(run_dir, latest),
             "peak_mem_mb": max((ln.get("peak_mem_mb") or 0 for ln in lines), default=None),
             "final_swd": swd_lines[-1]["swd"] if swd_lines else None,
             "final_swd_kimg": swd_lines[-1]["kimg"] if swd_lines else None,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import warnings
@@ -83,12 +84,16 @@ def read_dicom(path: str | Path) -> tuple[np.ndarray, int]:
         pixels = ds.pixel_array.astype(np.float64)
     except Exception as err:
         raise ImageFileError(f"{path} is not a DICOM image pydicom can decode ({type(err).__name__}: {err})") from err
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ImageFileError(f"{path}: PhotometricInterpretation {photometric!r} is not a grayscale radiograph "
+                             f"(expected MONOCHROME1 or MONOCHROME2)")
     if pixels.ndim != 2:
         raise ImageFileError(f"{path} has pixel array shape {pixels.shape}; expected one grayscale frame [H, W]")
     pixels = pixels * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
     low, high = pixels.min(), pixels.max()
     img = (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
-    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip() == "MONOCHROME1":
+    if photometric == "MONOCHROME1":
         img = 1.0 - img
     return img.astype(np.float32), 16 if int(ds.get("BitsStored", 8)) > 8 else 8
 
@@ -235,7 +240,27 @@ def write_dataset(items: list[Item], out: str | Path, *, dataset: str, src: Path
     if clash:
         raise ValueError(f"two source images map to the output name {clash[0]!r}")
     splits = assign_splits(items, seed, valid_fraction, test_fraction)
-    _prepare_out(out, overwrite)
+    _prepare_out(out, overwrite)                 # refuses an existing dataset before any work is done
+    staging = out.parent / f".{out.name}.converting"      # written here, moved into `out` only when complete
+    shutil.rmtree(staging, ignore_errors=True)             # left by a conversion that was killed
+    try:
+        manifest = _write_all(items, splits, staging, dataset, src, args, reader, excluded, seed, valid_fraction,
+                              test_fraction, limit, equalize, size, pre, log)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)         # nothing half-written is left behind
+        raise
+    for entry in sorted(staging.iterdir(), key=lambda p: p.name == "convert.json"):   # convert.json last
+        os.replace(entry, out / entry.name)
+    staging.rmdir()
+    if log:
+        log(f"{dataset}: wrote {sum(sum(c.values()) for c in manifest['counts'].values())} images to {out}")
+    return manifest
+
+
+def _write_all(items, splits, out: Path, dataset, src, args, reader, excluded, seed, valid_fraction, test_fraction,
+               limit, equalize, size, pre, log) -> dict:
+    """Convert every assigned item into `out` (a staging folder) and write convert.json there."""
+    out.mkdir(parents=True)
 
     counts: dict[str, Counter] = defaultdict(Counter)
     mask_counts: dict[str, Counter] = defaultdict(Counter)
@@ -268,8 +293,6 @@ def write_dataset(items: list[Item], out: str | Path, *, dataset: str, src: Path
         "files": dict(sorted(files.items())),
     }
     (out / "convert.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    if log:
-        log(f"{dataset}: wrote {len(todo)} images to {out}")
     return manifest
 
 
@@ -290,13 +313,21 @@ def convert_rsna(src: str | Path, out: str | Path, size: int = 256, seed: int = 
     rows = _read_csv(src / "stage_2_train_labels.csv", ("patientId", "x", "y", "width", "height", "Target"))
     image_dir = _require_dir(src / "stage_2_train_images", "RSNA image")
 
+    labels_csv = src / "stage_2_train_labels.csv"
+    if not rows:
+        raise ValueError(f"{labels_csv} holds no rows")
     target: dict[str, int] = {}
     boxes: dict[str, list] = defaultdict(list)
-    for row in rows:
+    for line, row in enumerate(rows, start=2):                 # line 1 is the header
         pid = row["patientId"].strip()
-        target[pid] = max(target.get(pid, 0), int(float(row["Target"])))
-        if int(float(row["Target"])) == 1 and row["x"].strip():
-            boxes[pid].append(tuple(float(row[c]) for c in ("x", "y", "width", "height")))
+        value = _csv_label(labels_csv, line, "Target", row["Target"], {"0": 0, "1": 1, "0.0": 0, "1.0": 1})
+        target[pid] = max(target.get(pid, 0), value)
+        if value == 1 and row["x"].strip():
+            try:
+                boxes[pid].append(tuple(float(row[c]) for c in ("x", "y", "width", "height")))
+            except ValueError:
+                raise ValueError(f"{labels_csv} line {line}: box {[row[c] for c in ('x', 'y', 'width', 'height')]} "
+                                 f"is not four numbers") from None
 
     excluded = Counter()
     detail_path = src / "stage_2_detailed_class_info.csv"
@@ -334,9 +365,16 @@ def _chexpert_file(src: Path, rel: str) -> Path:
     raise FileNotFoundError(f"CheXpert image {rel} not found (tried {', '.join(map(str, candidates))})")
 
 
-def _label(value: str) -> float | None:
-    value = value.strip()
-    return float(value) if value else None
+CHEXPERT_LABELS = {"": None, "1": 1.0, "1.0": 1.0, "0": 0.0, "0.0": 0.0, "-1": -1.0, "-1.0": -1.0}
+
+
+def _csv_label(path: Path, line: int, column: str, value: str, allowed: dict):
+    """A label cell checked against the values the dataset defines; anything else names file, line and column."""
+    key = (value or "").strip()
+    if key not in allowed:
+        known = ", ".join(repr(k) for k in allowed)
+        raise ValueError(f"{path} line {line}: {column} is {value!r}; expected one of {known}")
+    return allowed[key]
 
 
 def convert_chexpert(src: str | Path, out: str | Path, size: int = 256, seed: int = 0,
@@ -349,16 +387,23 @@ def convert_chexpert(src: str | Path, out: str | Path, size: int = 256, seed: in
     uncertain (-1) or blank findings are excluded. Split by patient.
     """
     src = Path(src)
-    rows = _read_csv(src / "train.csv", ("Path", "Frontal/Lateral", CHEXPERT_NO_FINDING, *CHEXPERT_PATHOLOGIES))
+    labels_csv = src / "train.csv"
+    rows = _read_csv(labels_csv, ("Path", "Frontal/Lateral", CHEXPERT_NO_FINDING, *CHEXPERT_PATHOLOGIES))
+    if not rows:
+        raise ValueError(f"{labels_csv} holds no rows")
     excluded = Counter()
     items = []
-    for row in rows:
+    for line, row in enumerate(rows, start=2):
+
+        def _label(column, row=row, line=line):
+            return _csv_label(labels_csv, line, column, row[column], CHEXPERT_LABELS)
+
         if row["Frontal/Lateral"].strip() != "Frontal":
             excluded["lateral view"] += 1
             continue
-        if _label(row[CHEXPERT_NO_FINDING]) == 1.0:
+        if _label(CHEXPERT_NO_FINDING) == 1.0:
             kind = "good"
-        elif any(_label(row[c]) == 1.0 for c in CHEXPERT_PATHOLOGIES):
+        elif any(_label(c) == 1.0 for c in CHEXPERT_PATHOLOGIES):
             kind = "abnormal"
         else:
             excluded["no positive finding (uncertain or blank only)"] += 1
@@ -398,11 +443,15 @@ def _kermany_items(root: Path, classes: dict[str, str], patient: Callable[[str],
                 if official == "val":
                     continue
                 raise FileNotFoundError(f"class folder {folder} not found")
+            found = 0
             for path in sorted(folder.iterdir()):
                 if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
                     continue  # macOS ._ files and other debris
                 items.append(Item(path, f"{official}_{path.stem}", kind, patient(path.stem),
                                   official="test" if official == "test" else "train"))
+                found += 1
+            if not found and official != "val":
+                raise FileNotFoundError(f"class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return items
 
 

@@ -90,6 +90,7 @@ def cmd_convert(args) -> int:
         limit=args.limit,
         valid_fraction=args.valid_fraction,
         overwrite=args.overwrite,
+        skip_bad=args.skip_bad,
     )
     brief = {k: v for k, v in summary.items() if k != "files"}  # the per-file map goes to convert.json only
     print(json.dumps(brief, indent=2, default=str))
@@ -314,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="at most N images per class (quick runs)")
     p.add_argument("--valid-fraction", type=float, default=0.1)
     p.add_argument("--overwrite", action="store_true", help="replace an existing converted dataset")
+    p.add_argument("--skip-bad", action="store_true", help="leave out unreadable image files (listed under "
+                                                           "'skipped' in convert.json) instead of stopping")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("train-gan", help="train StyleGAN2-ADA on DATA/train/good (resumable)")

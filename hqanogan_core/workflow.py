@@ -222,10 +222,9 @@ def run_pipeline(data, out, preset: str = "cpu64", methods=None, device: str = "
                  progress: bool = True, log=print) -> dict:
     """train-gan -> train-encoder -> score -> benchmark into OUT; returns {step: folder}."""
     from .data.folder import scan_split
-
-    if not scan_split(data, "train"):
-        raise FileNotFoundError(f"no training images under {Path(data) / 'train' / 'good'}")
     from .methods import METHODS
+
+    scan_split(data, "train")           # a folder without training normals fails here, named, before any work
 
     methods = list(methods) if methods else ["pca", "ae", "fanogan", "padim", "patchcore", "hqanogan"]
     if methods == ["all"]:
@@ -446,8 +445,6 @@ def _check_resolution(data: Path, preset: str) -> None:
         samples = scan_split(data, "train")
     except DatasetLayoutError as err:       # e.g. an empty train/good: say which variable pointed there
         raise DatasetLayoutError(f"{ENV['data']}={data}: {err}") from err
-    if not samples:
-        raise FileNotFoundError(f"{ENV['data']}={data}: no images in train/good")
     side = read_grayscale(samples[0].path).shape
     want = gan_config(preset).resolution
     if side != (want, want):

@@ -39,6 +39,7 @@ from .pipeline import Pipeline, fit_scorer
 from .paths import data_dir
 from .provenance import images_signature, keys_match, tensor_digest
 from .recon import encode_images, reconstruction_metrics, summarise
+from .terms import ScoreConfig
 
 # name -> EncoderTrainConfig overrides; the first entry is the reference
 ENCODER_VARIANTS = {
@@ -50,6 +51,9 @@ ENCODER_VARIANTS = {
 }
 
 SCORE_TERMS = ("image_residual", "perceptual", "feature_residual", "latent", "hqanogan")
+# the score the ablation judges encoders by: the four global terms, equal weights (fixed, so that shipped
+# results keep their meaning when the default score changes)
+ABLATION_SCORE = ScoreConfig(terms=SCORE_TERMS[:-1])
 
 
 def slug(name: str) -> str:
@@ -68,7 +72,8 @@ def evaluate_encoder(G, D, E, train_images: np.ndarray, eval_split, percep, n_fi
     _, rec = encode_images(G, E, normals)
     recon = summarise(reconstruction_metrics(normals, rec, percep))
     pick = np.random.default_rng(seed).permutation(len(train_images))[:n_fit]
-    scorer = fit_scorer(pipe, to_model_input(train_images[pick], G.resolution), seed=seed, percep=percep)
+    scorer = fit_scorer(pipe, to_model_input(train_images[pick], G.resolution), ABLATION_SCORE, seed=seed,
+                        percep=percep)
     scores = scorer.score(to_model_input(eval_split.images, G.resolution))
     aurocs = {t: auroc(scores[t], eval_split.labels) for t in SCORE_TERMS if t in scores}
     return {"reconstruction": recon, "auroc": aurocs, "scores": scores["hqanogan"]}

@@ -8,6 +8,7 @@
     export-baseline METHOD RUN OUT --data DIR --command "..."
     ablate-encoder --run GAN --data DIR --out DIR [--steps 400]
     compare-inversions --data DIR --out DIR [--steps 300]
+    score-study --data DIR --out DIR [--run ENC]       (chapter 4: which score, chosen on validation)
     explain    IMAGE.png --out report.html [--run RUN] [--data DIR]
     pipeline   --data DIR --out RUN [--preset cpu64|paper256|paper512|tiny] [--methods a,b] [--resume]
     score      --data DIR --out SCORES.csv [--method hqanogan] [--run RUN] [--maps DIR] [--encoder ENC] [--split test]
@@ -32,6 +33,26 @@ def cmd_compare_inversions(args) -> int:
                             steps=args.steps, seed=args.seed, shipped=args.out, out=args.out)
     for name, r in study["compare"].items():
         print(f"{name}: PSNR {r['metrics']['psnr'].mean():.2f} dB, {r['seconds_per_image']:.4f} s / image")
+    print(f"written: {args.out}/results.json")
+    return 0
+
+
+def cmd_score_study(args) -> int:
+    import sys
+
+    from hqanogan_core.benchmark import device_description
+    from hqanogan_core.nets.perceptual import PerceptualDistance
+    from hqanogan_core.pipeline import load_pipeline
+    from hqanogan_core.score_study import run_score_study, save_study, study_key
+
+    pipe = load_pipeline(args.run)
+    percep = PerceptualDistance()
+    result = run_score_study(pipe, args.data, percep, seed=args.seed, n_boot=args.n_boot)
+    command = "python -m hqanogan_core " + " ".join(sys.argv[1:])
+    save_study(args.out, result, study_key(pipe, args.data, percep.backend_name), command, device_description())
+    chosen = result["report"]["chosen"]
+    print(f"chosen on validation: {chosen['describe']} (validation AUROC {chosen['valid_auroc']:.3f}, "
+          f"test {chosen['test']['value']:.3f} [{chosen['test']['ci95'][0]:.3f}, {chosen['test']['ci95'][1]:.3f}])")
     print(f"written: {args.out}/results.json")
     return 0
 
@@ -110,7 +131,8 @@ def cmd_train_gan(args) -> int:
     if args.compile:
         overrides["compile"] = True
     config = get_preset(args.preset, **overrides)
-    summary = train_gan(args.data, args.out, config, resume=args.resume, progress=not args.no_progress)
+    summary = train_gan(args.data, args.out, config, resume=args.resume, progress=not args.no_progress,
+                        init_from=args.init_from)
     if summary:  # rank 0 only under torchrun
         print(json.dumps({k: v for k, v in summary.items() if k != "trainer"}, indent=2, default=str))
     return 0
@@ -233,7 +255,7 @@ def cmd_score(args) -> int:
     if args.encoder:
         options["encoder"] = args.encoder
     if args.held_out is not None:
-        options["held_out_fraction"] = args.held_out
+        options["score"] = {**options.get("score", {}), "held_out_fraction": args.held_out}
     if args.device:
         options["device"] = args.device
     summary = score_split(args.data, args.out, method=args.method, options=options, maps_dir=args.maps,
@@ -249,9 +271,9 @@ def cmd_benchmark(args) -> int:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if methods == ["all"]:
-        from hqanogan_core.methods import METHODS
+        from hqanogan_core.methods import DETECTORS
 
-        methods = list(METHODS)
+        methods = list(DETECTORS)
     options = method_options(args.set, methods)
     if args.run:
         options.setdefault("hqanogan", {})["run"] = args.run
@@ -325,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="cpu64", help="cpu32, cpu64, paper256, paper512")
     p.add_argument("--kimg", type=float, default=None, help="total training length in thousands of images")
     p.add_argument("--resume", action="store_true", help="continue from RUN/latest.safetensors")
+    p.add_argument("--init-from", default=None, help="a shipped GAN folder to continue training (fresh optimisers) "
+                   "when RUN has no checkpoint yet")
     p.add_argument("--snapshot-kimg", type=float, default=None, help="checkpoint + sample grid interval")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
@@ -385,6 +409,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_compare_inversions)
+
+    p = sub.add_parser("score-study", help="every score term, aggregation and restoration on validation; the "
+                       "chosen score and the semi-supervised curve on test (chapter 4), write results.json")
+    p.add_argument("--data", required=True, help="MVTec-layout folder with train/, valid/ and test/")
+    p.add_argument("--out", required=True, help="folder for results.json (e.g. data/pretrained/score_study64)")
+    p.add_argument("--run", default=None, help="encoder folder or GAN run (default data/pretrained/encoder64)")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_score_study)
 
     p = sub.add_parser("explain", help="one image -> a self-contained HTML report (score, verdict, map, slots)")
     p.add_argument("image", help="a grayscale PNG at the model's resolution")

@@ -46,7 +46,7 @@ def latent_view(method, images: np.ndarray, repair_slots: np.ndarray | None = No
     images = np.asarray(images, np.float32)
     assert images.ndim == 3, f"expected images [N, H, W], got {images.shape}"
     x = to_model_input(images, method.pipe.resolution)                             # [N, 1, R, R]
-    ws, rec = scorer.encode(x)
+    ws, rec = scorer.restore(x)
     config = dict(getattr(method, "repair", REPAIR_DEFAULT))
     flagged = None
     if repair_slots is not None:

@@ -25,6 +25,7 @@ import torch
 from . import pretrained as pt
 from .provenance import portable_path
 from .scores import HQAnoGANScorer
+from .terms import ScoreConfig
 
 __all__ = ["Pipeline", "load_gan", "load_pipeline", "split_held_out", "fit_scorer"]
 
@@ -167,13 +168,13 @@ def split_held_out(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[np.nda
 
 
 # the modules whose code decides what a fitted scorer holds (hashed into its cache key)
-SCORER_CODE = ("scores.py", "repair.py", "gaussian.py", "pipeline.py", "nets/perceptual.py", "nets/psp.py",
+SCORER_CODE = ("scores.py", "terms.py", "repair.py", "gaussian.py", "pipeline.py", "nets/perceptual.py", "nets/psp.py",
                "nets/stylegan2.py")
 
 
-def scorer_key(pipe: Pipeline, normals: torch.Tensor, held_out_fraction: float, seed: int, percep) -> str:
-    """sha256 of everything a fitted scorer depends on: the networks' weights, the normals, the split of
-    them, the perceptual backend and the scoring code."""
+def scorer_key(pipe: Pipeline, normals: torch.Tensor, config: ScoreConfig, seed: int, percep) -> str:
+    """sha256 of everything a fitted scorer depends on: the networks' weights, the normals, the score
+    configuration (which terms, the split of the normals), the perceptual backend and the scoring code."""
     import hashlib
 
     from .provenance import tensor_digest
@@ -183,15 +184,16 @@ def scorer_key(pipe: Pipeline, normals: torch.Tensor, held_out_fraction: float, 
     for m in (pipe.G, pipe.D, pipe.E):
         h.update((tensor_digest(m) if m is not None else "none").encode())
     h.update(normals.detach().cpu().contiguous().numpy().tobytes())
-    h.update(json.dumps([held_out_fraction, seed, getattr(percep, "backend_name", "")]).encode())
+    h.update(json.dumps([config.to_dict(), seed, getattr(percep, "backend_name", "")], sort_keys=True).encode())
     for f in SCORER_CODE:
         h.update((root / f).read_bytes())
     return h.hexdigest()
 
 
-def fit_scorer(pipe: Pipeline, normals: torch.Tensor, held_out_fraction: float = 0.1, seed: int = 0,
+def fit_scorer(pipe: Pipeline, normals: torch.Tensor, config: ScoreConfig | None = None, seed: int = 0,
                percep=None, batch: int = 64, cache: str | Path | None = None) -> HQAnoGANScorer:
-    """An HQAnoGANScorer fitted on normals [N, 1, R, R]: Gaussians on 90 %, standardisation on 10 %.
+    """An HQAnoGANScorer fitted on normals [N, 1, R, R] under `config` (default ScoreConfig()): Gaussians
+    on 90 %, standardisation on the `config.held_out_fraction` held out.
 
     cache: a folder of fitted states (safetensors + JSON, keyed by `scorer_key`): a matching one is loaded
     instead of fitting again (a minute on a CPU at 64 px), a new fit is written there."""
@@ -200,19 +202,20 @@ def fit_scorer(pipe: Pipeline, normals: torch.Tensor, held_out_fraction: float =
 
         percep = PerceptualDistance()
     device = pipe.G.w_avg.device
-    scorer = HQAnoGANScorer(pipe.G, pipe.E, pipe.D, percep.to(device), batch=batch, device=device)
+    config = config or ScoreConfig()
+    scorer = HQAnoGANScorer(pipe.G, pipe.E, pipe.D, percep.to(device), batch=batch, device=device, config=config)
     file = None
     if cache is not None:
         from . import checkpoint as ckpt
 
-        file = Path(cache) / f"scorer-{scorer_key(pipe, normals, held_out_fraction, seed, percep)[:16]}.safetensors"
+        file = Path(cache) / f"scorer-{scorer_key(pipe, normals, config, seed, percep)[:16]}.safetensors"
         if file.is_file():
             tensors, meta = ckpt.load_checkpoint(file)
             return scorer.load_state(tensors, meta)
-    fit_idx, held_idx = split_held_out(len(normals), held_out_fraction, seed)
+    fit_idx, held_idx = split_held_out(len(normals), config.held_out_fraction, seed)
     scorer.fit(normals[fit_idx], normals[held_idx])
     if file is not None:
         tensors, meta = scorer.state()
-        ckpt.save_checkpoint(file, tensors, dict(meta, held_out_fraction=held_out_fraction, seed=seed,
+        ckpt.save_checkpoint(file, tensors, dict(meta, seed=seed,
                                                   n_normals=len(normals)), sidecar=False)
     return scorer

@@ -21,14 +21,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["project", "lr_schedule", "estimate_w_std"]
+__all__ = ["project", "refine", "lr_schedule", "estimate_w_std"]
 
 
 def lr_schedule(t: float, lr: float, rampdown: float = 0.25, rampup: float = 0.05) -> float:
     """Official projector lr at progress t in [0, 1]: linear warm-up, cosine ramp-down."""
     ramp = min(1.0, (1.0 - t) / rampdown)
     ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
-    ramp = ramp * min(1.0, t / rampup)
+    ramp = ramp * (min(1.0, t / rampup) if rampup > 0 else 1.0)
     return lr * ramp
 
 
@@ -49,10 +49,14 @@ def project(G, images: torch.Tensor, space: str = "w+", steps: int = 300, lr: fl
             lambda_l2: float = 1.0, lambda_perceptual: float = 0.8, percep=None,
             initial_noise_factor: float = 0.05, noise_ramp_length: float = 0.75,
             lr_rampdown_length: float = 0.25, lr_rampup_length: float = 0.05,
-            w_std_samples: int = 10000, seed: int = 0, progress: bool = False):
+            w_std_samples: int = 10000, seed: int = 0, progress: bool = False, init: torch.Tensor | None = None,
+            prior=None, lambda_prior: float = 0.0):
     """Invert `images` [N, C, R, R] (in [-1, 1]) through the frozen G.
 
     percep: a PerceptualDistance (built with backend 'auto' if None and lambda_perceptual > 0).
+    init: start codes [N, num_ws, w_dim] (e.g. the encoder's, see `refine`) instead of w_avg (W+ only).
+    prior, lambda_prior: per-slot Gaussians (`terms.LatentGaussians`); adds lambda_prior x the mean over
+    slots of the squared Mahalanobis distance / w_dim (about 1 for a normal code) to each image's loss.
     Returns (ws [N, num_ws, w_dim] detached, history: one dict per step with the batch-mean
     loss / l2 / perceptual and the lr).
     """
@@ -75,7 +79,16 @@ def project(G, images: torch.Tensor, space: str = "w+", steps: int = 300, lr: fl
 
     w_std = estimate_w_std(G, w_std_samples) if initial_noise_factor > 0 else 0.0
     slots = G.num_ws if space == "w+" else 1
-    w_opt = G.w_avg.detach().clone()[None, None].repeat(n, slots, 1).requires_grad_(True)  # [N, S, w_dim]
+    if init is not None:
+        if space != "w+" or tuple(init.shape) != (n, G.num_ws, G.w_dim):
+            raise ValueError(f"init must be W+ codes [{n}, {G.num_ws}, {G.w_dim}] with space 'w+', got "
+                             f"{tuple(init.shape)} with space {space!r}")
+        w_opt = init.detach().clone().to(device).requires_grad_(True)
+    else:
+        w_opt = G.w_avg.detach().clone()[None, None].repeat(n, slots, 1).requires_grad_(True)  # [N, S, w_dim]
+    if prior is not None and lambda_prior > 0:
+        prior_mean = torch.as_tensor(prior.means, dtype=torch.float32, device=device)        # [L, D]
+        prior_precision = torch.as_tensor(prior.precisions, dtype=torch.float32, device=device)  # [L, D, D]
     opt = torch.optim.Adam([w_opt], lr=lr, betas=(0.9, 0.999))
     g = torch.Generator().manual_seed(seed)
     history = []
@@ -90,7 +103,12 @@ def project(G, images: torch.Tensor, space: str = "w+", steps: int = 300, lr: fl
         x_hat = G.synthesis(ws, noise_mode="const")                         # [N, C, R, R]
         l2 = (x_hat - x).square().mean(dim=[1, 2, 3])                       # [N]
         perc = percep(x_hat, x) if lambda_perceptual > 0 else torch.zeros_like(l2)
-        loss = (lambda_l2 * l2 + lambda_perceptual * perc).sum()
+        loss = lambda_l2 * l2 + lambda_perceptual * perc
+        if prior is not None and lambda_prior > 0:
+            diff = ws - prior_mean
+            d2 = torch.einsum("nld,lde,nle->nl", diff, prior_precision, diff).mean(dim=1) / G.w_dim   # [N]
+            loss = loss + lambda_prior * d2
+        loss = loss.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -103,6 +121,28 @@ def project(G, images: torch.Tensor, space: str = "w+", steps: int = 300, lr: fl
     ws = w_opt.detach().expand(n, G.num_ws, -1).clone()
     assert ws.shape == (n, G.num_ws, G.w_dim), ws.shape
     return ws, history
+
+
+def refine(G, images: torch.Tensor, ws: torch.Tensor, steps: int = 50, lr: float = 0.01, prior=None,
+           lambda_prior: float = 0.0, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder-initialised inversion: a short projector run in W+ from the encoder's codes `ws`.
+
+    Pixel MSE only (no perceptual loss, no latent noise, no warm-up; cosine ramp-down of the lr over the
+    last 25 % of steps), optionally under the normal-latent prior (see `project`). The encoder puts the
+    code near a normal image; the few steps fit what a normal image of this patient looks like in detail,
+    which the generator can draw, while an anomaly it cannot draw stays in the residual.
+    Returns (refined ws [N, L, D], G(refined ws) [N, C, R, R] clamped to [-1, 1]), both on the CPU."""
+    assert ws.shape[0] == images.shape[0], (ws.shape, images.shape)
+    out_ws, out_rec = [], []
+    for i in range(0, len(images), batch):
+        with torch.enable_grad():                       # callers may score under no_grad
+            w, _ = project(G, images[i:i + batch], "w+", steps=steps, lr=lr, lambda_l2=1.0, lambda_perceptual=0.0,
+                           initial_noise_factor=0.0, lr_rampup_length=0.0, init=ws[i:i + batch], prior=prior,
+                           lambda_prior=lambda_prior)
+        with torch.no_grad():
+            out_rec.append(G.synthesis(w, noise_mode="const").clamp(-1, 1).cpu())
+        out_ws.append(w.cpu())
+    return torch.cat(out_ws), torch.cat(out_rec)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -69,7 +69,7 @@ def explain(image_path, out, run=None, data=None) -> dict:
     verdict_rule = youden_threshold(valid_scores, valid.labels)
     out_terms = method.score(image[None])
     score = float(out_terms["pred_score"][0])
-    percentile = score_percentile(score, method.scorer.held_out_scores(method.terms))
+    percentile = score_percentile(score, method.scorer.held_out_scores())
     abnormal = score >= verdict_rule["threshold"]
     view = latent_view(method, image[None])
     panel = figure_png(plots.latent_panel(view, 0, repaired=False, title=Path(image_path).name))
@@ -81,7 +81,7 @@ def explain(image_path, out, run=None, data=None) -> dict:
              **verdict_rule, "n_valid": int(len(valid.labels)), "terms": terms,
              "flagged_slots": np.flatnonzero(view["flagged"][0]).tolist(),
              "repair_quantile": float(view["repair"]["quantile"]), "run": method.pipe.info.get("encoder"),
-             "data": str(data)}
+             "data": str(data), "score_rule": method.config.describe()}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(_html(facts, panel, repaired))
     return facts
@@ -124,8 +124,8 @@ held-out normals).</p>
 {_img(panel, "input, restoration, map, slot distances")}
 {_repair_section(f, repaired)}
 <h2>Score terms</h2>
-<p class="small">Raw terms and their z-scores against held-out normals; the score is the sum of the z-scores of
-the default terms.</p>
+<p class="small">Raw terms and their z-scores against held-out normals; the score combines the z-scores of
+the configured terms: {html.escape(f['score_rule'])}.</p>
 <table>{rows}</table>
 </body></html>
 """

@@ -62,7 +62,8 @@ RUN_PRESETS: dict[str, dict] = {
                                  "anogan": {"steps": 4, "settings": {"gan_steps": 2, "batch": 8}, "iterations": 3},
                                  "deepsvdd": {"steps": 4, "settings": {"pretrain_steps": 2, "batch": 16}},
                                  "deepsad": {"steps": 4, "settings": {"pretrain_steps": 2, "batch": 16}, "n_labelled": 5},
-                                 "padim": {"n_fit": 64}, "patchcore": {"n_fit": 64}, "gaussian_ad": {"n_fit": 64}},
+                                 "padim": {"n_fit": 64}, "patchcore": {"n_fit": 64}, "gaussian_ad": {"n_fit": 64},
+                                 "supervised": {"n_normal": 64, "n_per_type": 16, "steps": 20}},
                  book=dict(short_kimg=0.05, projector_steps=5, ablation_steps=5)),
 }
 
@@ -222,13 +223,13 @@ def run_pipeline(data, out, preset: str = "cpu64", methods=None, device: str = "
                  progress: bool = True, log=print) -> dict:
     """train-gan -> train-encoder -> score -> benchmark into OUT; returns {step: folder}."""
     from .data.folder import scan_split
-    from .methods import METHODS
+    from .methods import DETECTORS, METHODS
 
     scan_split(data, "train")           # a folder without training normals fails here, named, before any work
 
     methods = list(methods) if methods else ["pca", "ae", "fanogan", "padim", "patchcore", "hqanogan"]
     if methods == ["all"]:
-        methods = list(METHODS)
+        methods = list(DETECTORS)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from hqanogan_core import plots
+from hqanogan_core.terms import ScoreConfig
 from hqanogan_core.data.splits import load_split, to_model_input
 from hqanogan_core.explore import latent_view, score_percentile, slot_groups
 from hqanogan_core.widgets import (CONTROL_CLASS, EXPLORER_CLASS, VIEW_CLASS, explorer_states, figure_png,
@@ -74,10 +75,12 @@ def test_fit_scorer_cache_round_trip(shipped, tmp_path, monkeypatch):
     for k in a:
         assert np.array_equal(a[k], b[k]), k
     assert np.array_equal(first.held_out_scores(), second.held_out_scores())
-    assert np.array_equal(first.held_out_scores(("latent",)), second.held_out_scores(("latent",)))
+    assert second.config == first.config
 
-    other = fit_scorer(pipe, x, held_out_fraction=0.2, percep=percep, cache=folder)
+    other = fit_scorer(pipe, x, ScoreConfig(held_out_fraction=0.2), percep=percep, cache=folder)
     assert len(list(folder.glob("scorer-*.safetensors"))) == 2            # a different split, a different file
+    fit_scorer(pipe, x, ScoreConfig(terms=("latent",)), percep=percep, cache=folder)
+    assert len(list(folder.glob("scorer-*.safetensors"))) == 3            # other terms, another file
     assert len(other.held_out_slots) == 6 and len(first.held_out_slots) == 3   # 20 % / 10 % of 30 normals
 
     # state() / load_state() alone, into an unfitted scorer
@@ -348,7 +351,7 @@ def test_explain_writes_a_self_contained_report(shipped, tmp_path, cache):
     assert facts["threshold"] == pytest.approx(rule["threshold"])
     score = float(method.score(read_grayscale(image)[None])["pred_score"][0])
     assert facts["score"] == pytest.approx(score, rel=1e-5)
-    assert facts["percentile"] == score_percentile(facts["score"], method.scorer.held_out_scores(method.terms))
+    assert facts["percentile"] == score_percentile(facts["score"], method.scorer.held_out_scores())
     assert len(list((cache / "scorers").glob("*.safetensors"))) == 1
 
 

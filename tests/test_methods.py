@@ -29,6 +29,7 @@ TINY = {
     "gaussian_ad": {"n_fit": 8},
     "padim": {"n_fit": 8, "dims": 10},
     "patchcore": {"n_fit": 4, "coreset": 0.05},
+    "supervised": {"n_normal": 8, "n_per_type": 2, "steps": 3, "width": 4},
     "hqanogan": None,          # {"run": the tiny shipped encoder}, filled in by the test
     "hqanogan_repair": None,   # the same
 }

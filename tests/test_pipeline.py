@@ -15,7 +15,14 @@ from hqanogan_core.cli import main
 from hqanogan_core.data.folder import read_grayscale
 from hqanogan_core.data.splits import to_model_input
 from hqanogan_core.pipeline import load_pipeline, split_held_out
-from hqanogan_core.scores import DEFAULT_TERMS
+from hqanogan_core import scores
+from hqanogan_core.methods.hqanogan import DEFAULT_SCORE
+
+
+def combine(columns: dict, config) -> np.ndarray:
+    """The combined score from z_<term> columns under a ScoreConfig."""
+    z = {t: columns[f"z_{t}"] for t in config.terms}
+    return scores.combine(z, config.terms, config.weights, config.combine)
 from hqanogan_core import checkpoint as ckpt
 
 # `shipped` (tiny 32 px phantom + GAN + encoder, exported) is a session fixture in conftest.py
@@ -70,13 +77,16 @@ def test_score_cli_writes_csv_and_maps(shipped, tmp_path, capsys):
     assert "AUROC" in capsys.readouterr().out
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == shipped["n_test"]
-    for name in ("pred_score", "image_residual", "perceptual", "feature_residual", "latent", "latent_l0", "cycle"):
+    for name in ("pred_score", *DEFAULT_SCORE.terms, *(f"z_{t}" for t in DEFAULT_SCORE.terms)):
         assert name in rows[0], name
-    for r in rows:  # the combined score is the plain sum of the standardised default terms
-        assert float(r["pred_score"]) == pytest.approx(sum(float(r[f"z_{t}"]) for t in DEFAULT_TERMS), rel=1e-5, abs=1e-5)
-        # z-scores are standardised raw terms: same ordering as the raw values
-    raw = np.array([float(r["latent"]) for r in rows])
-    z = np.array([float(r["z_latent"]) for r in rows])
+    assert "cycle" not in rows[0] or "cycle" in DEFAULT_SCORE.terms       # only the configured terms are computed
+    column = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k.startswith("z_") or k == "pred_score"}
+    # the combined score is the default configuration's combination of the standardised terms
+    np.testing.assert_allclose(column["pred_score"], combine(column, DEFAULT_SCORE), rtol=1e-5, atol=1e-5)
+    # z-scores are standardised raw terms: same ordering as the raw values
+    first_term = DEFAULT_SCORE.terms[0]
+    raw = np.array([float(r[first_term]) for r in rows])
+    z = np.array([float(r[f"z_{first_term}"]) for r in rows])
     assert np.array_equal(np.argsort(raw), np.argsort(z))
     pngs = sorted(p for p in maps.rglob("*.png"))
     assert len(pngs) == shipped["n_test"] and json.loads((maps / "maps.json").read_text())["png"] == "16-bit grayscale"
@@ -98,10 +108,10 @@ def test_hqanogan_in_the_benchmark_harness(shipped, tmp_path):
     assert set(r["per_type"]) == set(report["methods"]["mean"]["per_type"])
     assert r["pixel_auroc"] is not None
     terms = load_score_terms(tmp_path, "hqanogan")   # every score term is kept beside pred_score
-    # the combined score (column pred_score, formerly "hqanogan") is the sum of the default terms' z-scores
-    assert np.allclose(terms["pred_score"], sum(terms[f"z_{t}"] for t in DEFAULT_TERMS), rtol=1e-5, atol=1e-5)
+    # the combined score (column pred_score, formerly "hqanogan") is the default configuration's combination
+    np.testing.assert_allclose(terms["pred_score"], combine(terms, DEFAULT_SCORE), rtol=1e-5, atol=1e-5)
     assert "hqanogan" not in terms
-    assert {"image_residual", "latent", "z_latent", "cycle"} <= set(terms)
+    assert set(DEFAULT_SCORE.terms) | {f"z_{t}" for t in DEFAULT_SCORE.terms} <= set(terms)
     assert set(load_score_terms(tmp_path, "mean")) == {"pred_score"}
     assert r["info"]["encoder_kind"] == "pretrained" and r["peak_rss_mb"] > 0
 

@@ -59,7 +59,8 @@ def test_scorer_end_to_end_on_tiny_nets():
     G, D = tiny_gan()
     E = build_encoder("gradual", EncoderConfig(resolution=16, num_ws=G.num_ws, w_dim=G.w_dim, width=8,
                                                blocks=(1, 1, 1, 1)), w_avg=G.w_avg).eval()
-    scorer = scores.HQAnoGANScorer(G, E, D=D, percep=tiny_percep(), batch=8)
+    config = scores.ScoreConfig(terms=(*scores.DEFAULT_TERMS, "cycle"))
+    scorer = scores.HQAnoGANScorer(G, E, D=D, percep=tiny_percep(), batch=8, config=config)
     train, held_out = phantom_like(24, seed=0), phantom_like(12, seed=1)
     scorer.fit(train, held_out)
     test = phantom_like(6, seed=2)
@@ -67,6 +68,7 @@ def test_scorer_end_to_end_on_tiny_nets():
     out = scorer.score(test)
     for name in ("image_residual", "perceptual", "feature_residual", "latent", "cycle", "hqanogan"):
         assert out[name].shape == (6,) and np.all(np.isfinite(out[name])), name
+    np.testing.assert_allclose(out["hqanogan"], sum(out[f"z_{t}"] for t in config.terms))
     assert sum(k.startswith("latent_l") for k in out) == G.num_ws
     np.testing.assert_allclose(sum(out[f"latent_l{k}"] for k in range(G.num_ws)), out["latent"])
     # the held-out normals standardise to mean 0

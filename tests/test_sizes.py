@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from hqanogan_core import scores
+from hqanogan_core.terms import TERMS
 from hqanogan_core.methods import METHODS
 from hqanogan_core.nets import autoencoder as ae_nets
 from hqanogan_core.nets import deep_svdd as svdd_nets
@@ -222,7 +223,16 @@ def _resnet(x):
     return [logits], [net]
 
 
-NETS = {"ae": _ae, "vae": _vae, "wgan": _wgan, "ganomaly": _ganomaly,
+def _classifier(x):
+    from hqanogan_core.nets.classifier import SmallCNN
+
+    net = SmallCNN(256, width=2)                                        # the supervised ceiling's CNN
+    logits = net(x)
+    assert logits.shape == (N,)
+    return [logits], [net]
+
+
+NETS = {"ae": _ae, "vae": _vae, "wgan": _wgan, "ganomaly": _ganomaly, "classifier": _classifier,
         "deep_svdd-4stages": lambda x: _deep_svdd(x, 4), "deep_svdd-6stages": lambda x: _deep_svdd(x, 6),
         "resnet18": _resnet}
 # which case covers each baseline's nets (train.networks.build_nets)
@@ -296,12 +306,13 @@ def test_scorer_256(percep):
         G.mapping.w_avg.copy_(G.mapping(torch.randn(256, W_DIM), update_w_avg=False)[:, 0].mean(0))
     G, D = G.eval(), D.eval()
     E = build_encoder("gradual", encoder_config_for(G, **TINY_PSP), w_avg=G.w_avg).eval()
-    scorer = scores.HQAnoGANScorer(G, E, D=D, percep=percep, batch=4)
+    terms = list(TERMS)                                         # every registered term, maps aggregated
+    config = scores.ScoreConfig(terms=tuple(terms), aggregation="topk")
+    scorer = scores.HQAnoGANScorer(G, E, D=D, percep=percep, batch=4, config=config)
     scorer.fit(images(n=8, seed=10), images(n=4, seed=11))      # random "normals": 8 to fit, 4 held out
     test = images(n=3, seed=12)
     test[2, :, 100:160, 100:160] = 1.0                          # a bright square "lesion"
     out = scorer.score(test)
-    terms = ["image_residual", "perceptual", "feature_residual", "latent", "cycle"]
     slots = [f"latent_l{k}" for k in range(14)]
     assert set(out) == {*terms, *slots, *(f"z_{t}" for t in terms + slots), "hqanogan"}
     for name, v in out.items():

@@ -13,6 +13,7 @@ from .gaussian_ad import GaussianAD
 from .hqanogan import HQAnoGAN, HQAnoGANRepair
 from .padim import PaDiM
 from .patchcore import PatchCore
+from .supervised import SupervisedCeiling
 from .vae import VariationalAutoencoder
 
 METHODS = {
@@ -33,6 +34,7 @@ METHODS = {
     "patchcore": PatchCore,
     "hqanogan": HQAnoGAN,
     "hqanogan_repair": HQAnoGANRepair,      # the same score; restorations and maps from latent repair
+    "supervised": SupervisedCeiling,        # the ceiling: trained WITH labels on other phantom seeds
 }
 
 # how the book groups them (data, not code): what each family learns from the normals
@@ -43,6 +45,11 @@ FAMILIES = {
     "one-class": ["deepsvdd", "deepsad"],
     "self-supervised": ["cutpaste", "anatpaste"],
     "pretrained features": ["gaussian_ad", "padim", "patchcore"],
+    "ceiling (supervised)": ["supervised"],
 }
 
-__all__ = ["METHODS", "FAMILIES"]
+# what `--methods all` runs: every anomaly detector (the supervised ceiling trains on labelled phantoms
+# of its own and is run by name, on phantom data only)
+DETECTORS = [m for m in METHODS if m != "supervised"]
+
+__all__ = ["METHODS", "FAMILIES", "DETECTORS"]

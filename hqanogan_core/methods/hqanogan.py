@@ -3,6 +3,8 @@
 Networks are loaded (never trained here) from `run` (default: the shipped encoder64 and the generator its
 manifest names, see `pipeline.load_pipeline`). `fit` fits the per-slot W+ Gaussians on 90 % of the
 training normals and standardises every term on the other 10 %, so no abnormal label is used.
+Option `score`: a `ScoreConfig` or its fields as a dict (default: `DEFAULT_SCORE`, chosen on the
+validation split by `score_study`), e.g. `--set 'hqanogan.score={"terms": ["perceptual"]}'`.
 """
 from __future__ import annotations
 
@@ -15,11 +17,26 @@ from ..data.splits import resize_batch, to_model_input
 from ..paths import cache_dir
 from ..pipeline import fit_scorer, load_pipeline
 from ..provenance import tensor_digest
-from ..scores import DEFAULT_TERMS, HQAnoGANScorer, residual_map
+from ..scores import HQAnoGANScorer, residual_map
+from ..terms import ScoreConfig
 from .base import Method, check_images, n_parameters
 
 # latent repair as chosen on the validation split (chapter 6 re-runs the sweep and checks this is its best)
 REPAIR_DEFAULT = {"mode": "shrink", "quantile": 0.99, "target_quantile": None}
+
+
+# the default score, as chosen on the validation split (`score_study` re-runs the choice; a test checks
+# that the shipped study chose this)
+DEFAULT_SCORE = ScoreConfig()
+
+
+def score_config(score: ScoreConfig | dict | None) -> ScoreConfig:
+    """A ScoreConfig from an option value: None = DEFAULT_SCORE, a dict = DEFAULT_SCORE with those fields."""
+    if score is None or isinstance(score, ScoreConfig):
+        return score or DEFAULT_SCORE
+    if not isinstance(score, dict):
+        raise TypeError(f"hqanogan option 'score' must be a ScoreConfig or a dict of its fields, got {type(score).__name__}")
+    return ScoreConfig.from_dict({**DEFAULT_SCORE.to_dict(), **score})
 
 
 class HQAnoGAN(Method):
@@ -28,10 +45,10 @@ class HQAnoGAN(Method):
     map_scale = 2.0              # maps are |x - G(E(x))| with x in [-1, 1]: at most 2
     map_description = "Gaussian-smoothed |x - G(E(x))| per pixel, x in [-1, 1]"
 
-    def __init__(self, run=None, encoder=None, seed: int = 0, terms=DEFAULT_TERMS, device="cpu",
-                 held_out_fraction: float = 0.1):
+    def __init__(self, run=None, encoder=None, seed: int = 0, device="cpu", score: ScoreConfig | dict | None = None):
         self.pipe = load_pipeline(run, encoder, device=device)
-        self.seed, self.terms, self.held_out_fraction = seed, tuple(terms), held_out_fraction
+        self.seed = seed
+        self.config = score_config(score)
         self.scorer: HQAnoGANScorer | None = None
         self.fit_seconds = 0.0
         self._last_images = None
@@ -40,8 +57,8 @@ class HQAnoGAN(Method):
         G, D, E = self.pipe.G, self.pipe.D, self.pipe.E
         shrinkage = None if self.scorer is None else self.scorer.gaussians.shrinkage
         return {"name": self.name, "parameters": n_parameters(G, D, E), "fit_seconds": self.fit_seconds,
-                "train_seconds": self.pipe.info.get("train_seconds"), **self.pipe.info, "terms": list(self.terms),
-                "held_out_fraction": self.held_out_fraction, "n_slots": G.num_ws,
+                "train_seconds": self.pipe.info.get("train_seconds"), **self.pipe.info, "score": self.config.to_dict(),
+                "terms": list(self.config.terms), "held_out_fraction": self.config.held_out_fraction, "n_slots": G.num_ws,
                 "latent_shrinkage": None if shrinkage is None else [float(shrinkage.min()), float(shrinkage.max())]}
 
     def weights_digest(self) -> str:
@@ -51,29 +68,29 @@ class HQAnoGAN(Method):
     def fit(self, train: np.ndarray, valid=None) -> "HQAnoGAN":
         t0 = time.perf_counter()
         x = to_model_input(check_images(train, "hqanogan.fit"), self.pipe.resolution)
-        self.scorer = fit_scorer(self.pipe, x, self.held_out_fraction, self.seed, cache=cache_dir() / "scorers")
+        self.scorer = fit_scorer(self.pipe, x, self.config, self.seed, cache=cache_dir() / "scorers")
         self.fit_seconds = time.perf_counter() - t0
         return self
 
     def score(self, images: np.ndarray) -> dict:
-        """pred_score (the equal-weight z-sum of `terms`), every raw term and its z-score `z_<term>`."""
+        """pred_score (the configured combination of z-scores), every computed raw term and its z-score `z_<term>`."""
         if self.scorer is None:
             raise RuntimeError("call fit() before score()")
-        out = self.scorer.score(to_model_input(check_images(images, "hqanogan.score"), self.pipe.resolution),
-                                names=self.terms)
+        out = self.scorer.score(to_model_input(check_images(images, "hqanogan.score"), self.pipe.resolution))
         self._last_images = images          # anomaly_map(images) reuses these restorations
         return {"pred_score": out.pop("hqanogan"), **out}
 
     def _networks(self) -> HQAnoGANScorer:
         """The fitted scorer, or (before fit) an unfitted one: restorations and maps need only G and E."""
-        return self.scorer or HQAnoGANScorer(self.pipe.G, self.pipe.E, self.pipe.D, None, device=self.pipe.G.w_avg.device)
+        return self.scorer or HQAnoGANScorer(self.pipe.G, self.pipe.E, self.pipe.D, None, device=self.pipe.G.w_avg.device,
+                                            config=self.config)
 
     def restore(self, images: np.ndarray) -> np.ndarray:
         """The restored normal G(E(x)) in [0, 1], at the model's resolution. [N, R, R]"""
         if self._last_images is images and self.scorer is not None:
             rec = self.scorer.last_restored                  # what score(images) computed
         else:
-            _, rec = self._networks().encode(to_model_input(images, self.pipe.resolution))
+            _, rec = self._networks().restore(to_model_input(images, self.pipe.resolution))
         return ((rec.mean(dim=1) + 1) / 2).numpy()
 
     def restoration(self, images: np.ndarray) -> np.ndarray:
@@ -97,9 +114,9 @@ class HQAnoGANRepair(HQAnoGAN):
     name = "hqanogan_repair"
     map_description = "Gaussian-smoothed |x - G(repair(E(x)))| per pixel, x in [-1, 1]"
 
-    def __init__(self, run=None, encoder=None, seed: int = 0, terms=DEFAULT_TERMS, device="cpu",
-                 held_out_fraction: float = 0.1, repair: dict | None = None):
-        super().__init__(run, encoder, seed, terms, device, held_out_fraction)
+    def __init__(self, run=None, encoder=None, seed: int = 0, device="cpu", score: ScoreConfig | dict | None = None,
+                 repair: dict | None = None):
+        super().__init__(run, encoder, seed, device, score)
         self.repair = {**REPAIR_DEFAULT, **(repair or {})}
         self._repaired = None        # (images, repaired [N, 1, R, R] in [-1, 1]) of the last call
 

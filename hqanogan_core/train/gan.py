@@ -173,6 +173,7 @@ class GanTrainer:
         self.cur_nimg = 0
         self.step_idx = 0
         self.sampler = {"epoch": 0, "pos": 0}
+        self.warm_started_from: str | None = None   # a shipped folder this run continued (`warm_start`)
         # per-rank randomness (noise, z, augmentation) like the official seed * num_gpus + rank
         seed = cfg.seed * world_size + rank
         torch.manual_seed(seed)
@@ -354,7 +355,7 @@ class GanTrainer:
         meta = {
             "config": self.cfg.to_dict(), "cur_nimg": self.cur_nimg, "kimg": self.cur_nimg / 1000,
             "step": self.step_idx, "sampler": dict(self.sampler), "optG": mg, "optD": md, "rng": mr,
-            "world_size": self.world, "torch": torch.__version__,
+            "world_size": self.world, "torch": torch.__version__, "warm_started_from": self.warm_started_from,
         }
         if self.ada is not None:
             st = self.ada.state_dict()
@@ -381,6 +382,7 @@ class GanTrainer:
         ckpt.load_optimizer_state(self.opt_D, "optD", tensors, meta["optD"])
         self.cur_nimg, self.step_idx = int(meta["cur_nimg"]), int(meta["step"])
         self.sampler = dict(meta["sampler"])
+        self.warm_started_from = meta.get("warm_started_from")
         if self.ada is not None and "ada.acc" in tensors:
             self.ada.load_state_dict({"acc": tensors["ada.acc"], **meta["ada"]})
         if self.scaler is not None and "grad_scaler" in meta:
@@ -431,14 +433,42 @@ def _plain(v):
 # ----------------------------------------------------------------------------- the entry point
 
 
+def warm_start(trainer: GanTrainer, folder, log_path: Path | None = None) -> None:
+    """Continue a shipped GAN (`folder`: gan.safetensors + manifest.json) with fresh optimisers.
+
+    A shipped folder keeps G_ema and D only, so G starts from G_ema; the image counter, ADA's p and the
+    path-length mean continue from the shipped log. Adam restarts (with betas (0, 0.99) only its second
+    moment is lost). The shipped log is copied to `log_path` so the run's log and step time cover the whole
+    training. The architecture must match the trainer's config."""
+    from ..pretrained import load_pretrained_gan
+    from .loop import read_log
+
+    folder = Path(folder)
+    G_ema, D, manifest = load_pretrained_gan(folder)
+    arch = {k: manifest["config"][k] for k in ARCH_FIELDS}
+    ckpt.check_config(folder / "manifest.json", arch, trainer.cfg.to_dict(), ARCH_FIELDS)
+    trainer.G.load_state_dict(G_ema.state_dict())
+    trainer.G_ema.load_state_dict(G_ema.state_dict())
+    trainer.D.load_state_dict(D.state_dict())
+    lines = read_log(folder / "log.jsonl")
+    last = lines[-1]
+    trainer.cur_nimg = int(round(last["kimg"] * 1000))
+    trainer.augment.p.fill_(float(last.get("p") or 0.0))
+    trainer.pl_mean.fill_(float(last.get("pl_mean") or 0.0))
+    trainer.warm_started_from = str(folder)
+    if log_path is not None:
+        ckpt.atomic_write_bytes(log_path, (folder / "log.jsonl").read_bytes())
+
+
 def train_gan(data_dir, out_dir, config: GanTrainConfig | str | None = None, resume: bool = False,
-              progress: bool = True) -> dict:
+              progress: bool = True, init_from: str | Path | None = None) -> dict:
     """Train StyleGAN2-ADA on `data_dir/train/good/*.png`; write logs, samples and checkpoints to `out_dir`.
 
     out_dir/latest.safetensors (+ .json)   everything needed to resume (`resume=True`)
     out_dir/log.jsonl                      one line per log tick
     out_dir/samples_kimgXXXXXX.png         G_ema on a fixed set of z (const noise)
     Returns a summary dict (kimg, seconds, last log line, paths).
+    init_from: a shipped GAN folder to continue (`warm_start`) when there is no checkpoint to resume.
     """
     from tqdm.auto import tqdm
 
@@ -463,6 +493,10 @@ def train_gan(data_dir, out_dir, config: GanTrainConfig | str | None = None, res
         if is_main:
             print(f"resumed from {latest} at {trainer.cur_nimg / 1000:.3f} kimg")
             _drop_log_lines_after(log_path, trainer.cur_nimg)
+    elif init_from is not None:
+        warm_start(trainer, init_from, log_path if is_main else None)
+        if is_main:
+            print(f"continuing {init_from} at {trainer.cur_nimg / 1000:.3f} kimg (fresh optimisers)")
     elif resume and is_main:
         print(f"no checkpoint at {latest}; starting from scratch")
     if is_main and cfg.swd_images > 0 and fid_unavailable_reason() is not None:

@@ -1,0 +1,361 @@
+"""Which score? Every candidate term, aggregation and restoration measured on the validation split; the
+choice, and the semi-supervised variant, reported on the test split.
+
+    python -m hqanogan_core score-study --data DIR --out data/pretrained/score_study64 [--run ENC]
+
+`run_score_study` does, in order (no choice ever looks at the test split):
+
+  1. fit the scorer on the training normals (`fit_scorer`: W+ Gaussians; the usual 10 % held out)
+  2. for every restoration in REFINE_CANDIDATES (G(E(x)), or the encoder-initialised refinement):
+     `Evidence` for the held-out normals, the validation and the test split, then every candidate term
+     under every aggregation in AGGREGATIONS; each column z-scored by the held-out normals
+  3. map smoothing: the sigma in SIGMA_CANDIDATES with the best validation pixel AUROC of the residual map
+  4. `choose_score`: for every (restoration, aggregation, sum or max) a greedy forward selection of
+     equal-weight terms on validation AUROC (a term joins only if it adds at least MIN_GAIN); the best
+     validation AUROC wins, ties to fewer terms and less computation
+  5. test: AUROC with a 95 % bootstrap CI, overall and per type, of every column, of the chosen score and of
+     the previous default (the four global terms of G(E(x)), equal weights)
+  6. the semi-supervised variant (`semi_supervised_curve`): with k labelled abnormal validation images
+     (k in K_LABELS, DRAWS random draws each), the weights of the standardised terms are fitted by a
+     logistic regression pulled towards the unsupervised weights; k = 0 is the unsupervised default
+
+Ten-odd minutes per restoration on two CPU cores, so the CLI runs it once and ships the numbers;
+`score_study(...)` loads `results.json` + `columns.safetensors` when the key (networks, data, candidates)
+matches, else runs `run_score_study` itself, the same function.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.optimize import minimize
+
+from . import metrics
+from .data.splits import load_split, to_model_input
+from .pipeline import Pipeline, fit_scorer, split_held_out
+from .provenance import images_signature, keys_match, tensor_digest
+from .scores import Evidence, fit_standardisation, standardise
+from .terms import TERMS, ScoreConfig, residual_map
+
+FORMAT = "hqanogan-score-study-v1"
+# candidate terms (and every slot's latent_l<k>, added per generator)
+CANDIDATE_TERMS = ("image_residual", "perceptual", "feature_residual", "discriminator_blocks", "latent",
+                   "latent_coarse", "latent_middle", "latent_fine", "cycle", "repair_residual")
+AGGREGATIONS = {"mean": ("mean", 1.0), "top1": ("topk", 1.0), "top5": ("topk", 5.0), "max": ("max", 1.0)}
+REFINE_CANDIDATES = (0, 50)                 # refine_steps: G(E(x)), and 50 steps of pixel-MSE refinement in W+
+SIGMA_CANDIDATES = (0.5, 1.0, 2.0, 3.0)
+MIN_GAIN = 0.005                            # validation AUROC a term must add to join the combination
+K_LABELS = (0, 5, 20, 100)
+DRAWS = 20
+PRIOR_STRENGTH = 1.0                        # lambda of the pull towards the unsupervised weights
+PREVIOUS_DEFAULT = ScoreConfig()            # four global terms of G(E(x)), equal weights (until this study)
+
+
+def column_name(term: str, aggregation: str) -> str:
+    return f"{term}@{aggregation}" if TERMS[term].is_map else term
+
+
+def column_config(column: str, refine_steps: int, sigma: float) -> ScoreConfig:
+    """The one-term ScoreConfig that computes `column` ("perceptual@top1", "latent", ...)."""
+    term, _, agg = column.partition("@")
+    how, top = AGGREGATIONS[agg or "mean"]
+    return ScoreConfig(terms=(term,), aggregation=how, top_percent=top, map_sigma=sigma, refine_steps=refine_steps)
+
+
+def config_of(choice: dict, sigma: float) -> ScoreConfig:
+    """The ScoreConfig of a `choose_score` result."""
+    how, top = AGGREGATIONS[choice["aggregation"]]
+    return ScoreConfig(terms=tuple(c.partition("@")[0] for c in choice["columns"]), combine=choice["combine"],
+                       aggregation=how, top_percent=top, map_sigma=sigma, refine_steps=choice["refine_steps"])
+
+
+# ----------------------------------------------------------------------------- pure selection math
+
+
+def combined(z: dict[str, np.ndarray], columns, how: str = "sum", weights=None) -> np.ndarray:
+    stack = np.stack([z[c] * (1.0 if weights is None else weights[i]) for i, c in enumerate(columns)])
+    return stack.sum(axis=0) if how == "sum" else stack.max(axis=0)
+
+
+def greedy_selection(z: dict[str, np.ndarray], labels: np.ndarray, candidates, how: str = "sum",
+                     min_gain: float = MIN_GAIN) -> tuple[list[str], float]:
+    """Forward selection of equal-weight z-scored columns on AUROC: start from the best single column, add
+    the column that raises the AUROC most, stop when no column adds `min_gain`. -> (columns, AUROC)"""
+    chosen, best = [], -np.inf
+    remaining = list(candidates)
+    while remaining:
+        gains = {c: metrics.auroc(combined(z, chosen + [c], how), labels) for c in remaining}
+        c = max(gains, key=gains.get)
+        if chosen and gains[c] < best + min_gain:
+            break
+        chosen.append(c)
+        remaining.remove(c)
+        best = gains[c]
+    return chosen, float(best)
+
+
+def fit_term_weights(z: np.ndarray, y: np.ndarray, prior: np.ndarray, strength: float = PRIOR_STRENGTH) -> np.ndarray:
+    """Logistic regression on standardised terms z [n, T] with labels y [n], its weights pulled towards
+    `prior` [T]: minimise the class-balanced mean log-loss + strength / 2 ||w - prior||^2 (the intercept is
+    free). With no abnormal example (or strength -> inf) the answer is the prior. -> weights [T]"""
+    assert z.ndim == 2 and len(z) == len(y) and prior.shape == (z.shape[1],), (z.shape, y.shape, prior.shape)
+    y = np.asarray(y, dtype=np.float64)
+    if y.sum() == 0 or y.sum() == len(y):
+        return prior.astype(np.float64)
+    balance = np.where(y == 1, 0.5 / y.sum(), 0.5 / (len(y) - y.sum()))       # each class weighs one half
+
+    def loss(params):
+        w, b = params[:-1], params[-1]
+        t = z @ w + b
+        log_loss = np.logaddexp(0, t) - y * t                                 # -log p(y | z)
+        p = 1 / (1 + np.exp(-t))
+        grad_t = balance * (p - y)
+        value = (balance * log_loss).sum() + strength / 2 * np.square(w - prior).sum()
+        grad = np.r_[z.T @ grad_t + strength * (w - prior), grad_t.sum()]
+        return value, grad
+
+    res = minimize(loss, np.r_[prior, 0.0], jac=True, method="L-BFGS-B")
+    return res.x[:-1]
+
+
+def semi_supervised_curve(z_valid: dict, valid_labels: np.ndarray, z_test: dict, test, columns, prior_columns,
+                          unsupervised: np.ndarray, ks=K_LABELS, draws: int = DRAWS, n_boot: int = 1000,
+                          seed: int = 0) -> dict:
+    """Test AUROC against the number k of labelled abnormal validation images (all validation normals are
+    used as the normal class). k = 0 is the `unsupervised` test score itself; k > 0 a linear score z @ w with
+    w fitted by `fit_term_weights`, pulled towards 1 on `prior_columns` and 0 elsewhere. Per k: the mean over
+    `draws` random draws of the k images, the 2.5-97.5 % range over draws, the bootstrap CI of the median
+    draw, per type."""
+    Zv = np.stack([z_valid[c] for c in columns], axis=1)
+    Zt = np.stack([z_test[c] for c in columns], axis=1)
+    prior = np.array([1.0 if c in prior_columns else 0.0 for c in columns])
+    abnormal, normal = np.flatnonzero(valid_labels == 1), np.flatnonzero(valid_labels == 0)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k in ks:
+        if k > len(abnormal):
+            continue
+        n_draws = 1 if k in (0, len(abnormal)) else draws
+        runs = []
+        for _ in range(n_draws):
+            pick = np.r_[normal, rng.choice(abnormal, k, replace=False)]
+            w = fit_term_weights(Zv[pick], valid_labels[pick], prior)
+            s = unsupervised if k == 0 else Zt @ w
+            runs.append((metrics.auroc(s, test.labels), s, w))
+        values = np.array([r[0] for r in runs])
+        median = runs[int(np.argsort(values)[len(values) // 2])]
+        _, lo, hi = metrics.bootstrap_ci(metrics.auroc, median[1], test.labels, n_boot=n_boot, seed=seed)
+        out[str(k)] = {"k": k, "draws": n_draws, "auroc_mean": float(values.mean()),
+                       "draw_range": [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))],
+                       "median_draw": {"auroc": float(median[0]), "ci95": [lo, hi]},
+                       "per_type_mean": per_type_auroc_mean([r[1] for r in runs], test),
+                       "weights_mean": dict(zip(columns, np.mean([r[2] for r in runs], axis=0).tolist()))}
+    return out
+
+
+def per_type_auroc_mean(score_sets, test) -> dict:
+    normal = test.labels == 0
+    kinds = sorted(set(test.types[test.labels == 1]))
+    return {k: float(np.mean([metrics.auroc(s[normal | (test.types == k)], test.labels[normal | (test.types == k)])
+                              for s in score_sets])) for k in kinds}
+
+
+def auroc_report(scores: np.ndarray, split, n_boot: int, seed: int) -> dict:
+    """AUROC [95 % CI] overall and per anomaly type (each type against all normals)."""
+    value, lo, hi = metrics.bootstrap_ci(metrics.auroc, scores, split.labels, n_boot=n_boot, seed=seed)
+    normal = split.labels == 0
+    per_type = {}
+    for kind in sorted(set(split.types[split.labels == 1])):
+        pick = normal | (split.types == kind)
+        v, a, b = metrics.bootstrap_ci(metrics.auroc, scores[pick], split.labels[pick], n_boot=n_boot, seed=seed)
+        per_type[str(kind)] = {"value": v, "ci95": [a, b]}
+    return {"value": value, "ci95": [lo, hi], "per_type": per_type}
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+def restoration_quality(ev: Evidence, split, seconds: float) -> dict:
+    """PSNR of the restored normals and, on abnormal images with masks, the mean residual inside the finding
+    over the mean residual outside it (chapter 3's contrast: does the finding stay in the residual?)."""
+    from .project import psnr
+
+    normal = split.labels == 0
+    out = {"psnr_normals": float(psnr(ev.x[normal], ev.rec[normal]).mean()), "n_normals": int(normal.sum()),
+           "seconds_per_image": seconds / len(ev.x)}
+    if split.masks is not None and split.masks.any():
+        res = ev.residual()
+        masks = split.masks.astype(bool)
+        ab = [i for i in np.flatnonzero(split.labels == 1) if masks[i].any()]
+        inside = np.mean([res[i][masks[i]].mean() for i in ab])
+        outside = np.mean([res[i][~masks[i]].mean() for i in ab])
+        out.update(contrast=float(inside / outside), change_inside=float(inside), change_outside=float(outside))
+    return out
+
+
+def study_key(pipe: Pipeline, data, percep_name: str) -> dict:
+    valid, test = load_split(data, "valid"), load_split(data, "test")
+    return {"generator_sha256": tensor_digest(pipe.G), "encoder_sha256": tensor_digest(pipe.E),
+            "discriminator_sha256": tensor_digest(pipe.D) if pipe.D is not None else None,
+            "valid_signature": images_signature(valid.images), "test_signature": images_signature(test.images),
+            "train_signature": images_signature(load_split(data, "train").images),
+            "terms": list(CANDIDATE_TERMS), "aggregations": list(AGGREGATIONS), "refine": list(REFINE_CANDIDATES),
+            "sigmas": list(SIGMA_CANDIDATES), "min_gain": MIN_GAIN, "ks": list(K_LABELS), "draws": DRAWS,
+            "prior_strength": PRIOR_STRENGTH, "perceptual": percep_name}
+
+
+def term_columns(scorer, images: torch.Tensor, refine_steps: int, sigma: float, log=print
+                 ) -> tuple[dict[str, np.ndarray], Evidence]:
+    """Every candidate column for `images` under one restoration: ({column: [N]}, the evidence)."""
+    t0 = time.perf_counter()
+    scorer.config = ScoreConfig(terms=("latent",), refine_steps=refine_steps, map_sigma=sigma)
+    ev = Evidence(scorer, images)
+    cols = {}
+    for term in CANDIDATE_TERMS:
+        for agg in (AGGREGATIONS if TERMS[term].is_map else ["mean"]):
+            cfg = column_config(column_name(term, agg), refine_steps, sigma)
+            cols[column_name(term, agg)] = scorer.terms_of(ev, (term,), cfg)[term]
+    for k in range(ev.ws.shape[1]):                                   # every W+ slot on its own
+        cols[f"latent_l{k}"] = ev.slot_distances()[:, k].astype(np.float64)
+    log(f"[score-study] refine {refine_steps}: {len(cols)} columns for {len(images)} images "
+        f"in {time.perf_counter() - t0:.0f} s")
+    return cols, ev
+
+
+def run_score_study(pipe: Pipeline, data, percep=None, seed: int = 0, n_boot: int = 1000, log=print) -> dict:
+    """The study of the module docstring on `data` (MVTec layout with masks for the sigma choice)."""
+    train, valid, test = (load_split(data, s) for s in ("train", "valid", "test"))
+    R = pipe.G.resolution
+    x_train = to_model_input(train.images, R)
+    from .paths import cache_dir
+
+    scorer = fit_scorer(pipe, x_train, ScoreConfig(terms=("latent",)), seed=seed, percep=percep,
+                        cache=cache_dir() / "scorers")
+    held = x_train[split_held_out(len(x_train), ScoreConfig().held_out_fraction, seed)[1]]
+    x_valid, x_test = to_model_input(valid.images, R), to_model_input(test.images, R)
+
+    # map smoothing: chosen on the validation pixel AUROC of the plain residual map
+    _, rec_valid = scorer.encode(x_valid)
+    x_np, rec_np = x_valid.numpy().mean(axis=1), rec_valid.numpy().mean(axis=1)
+    has_masks = valid.masks is not None and valid.masks.any()
+    pixel = {str(s): metrics.pixel_auroc(residual_map(x_np, rec_np, s), valid.masks, seed=seed) for s in SIGMA_CANDIDATES} \
+        if has_masks else {}
+    sigma = float(max(pixel, key=pixel.get)) if pixel else ScoreConfig().map_sigma
+
+    z_valid, z_test, columns, raw_test, restorations = {}, {}, {}, {}, {}
+    for r in REFINE_CANDIDATES:
+        held_cols, _ = term_columns(scorer, held, r, sigma, log)
+        stats = fit_standardisation(held_cols)
+        t0 = time.perf_counter()
+        valid_cols, ev_valid = term_columns(scorer, x_valid, r, sigma, log)
+        z_valid[r] = standardise(valid_cols, stats)
+        restorations[str(r)] = restoration_quality(ev_valid, valid, time.perf_counter() - t0)
+        if has_masks:
+            maps = residual_map(x_np, ev_valid.rec.numpy().mean(axis=1), sigma)
+            pixel[f"refine{r}"] = metrics.pixel_auroc(maps, valid.masks, seed=seed)
+        columns[r] = list(valid_cols)
+        test_cols, _ = term_columns(scorer, x_test, r, sigma, log)
+        raw_test[r] = test_cols
+        z_test[r] = standardise(test_cols, stats)
+
+    options = []
+    for r in REFINE_CANDIDATES:
+        for agg in AGGREGATIONS:
+            pool = [c for c in columns[r] if "@" not in c or c.endswith("@" + agg)]
+            for how in ("sum", "max"):
+                chosen, value = greedy_selection(z_valid[r], valid.labels, pool, how)
+                options.append({"refine_steps": r, "aggregation": agg, "combine": how, "columns": chosen,
+                                "valid_auroc": value})
+    cost = {r: i for i, r in enumerate(REFINE_CANDIDATES)}
+    best = max(options, key=lambda o: (round(o["valid_auroc"], 4), -len(o["columns"]), -cost[o["refine_steps"]],
+                                       o["aggregation"] == "mean"))
+    chosen = config_of(best, sigma)
+
+    def test_scores(cfg_columns, r, how):
+        return combined(z_test[r], cfg_columns, how)
+
+    previous = [c for c in columns[0] if c.partition("@")[0] in PREVIOUS_DEFAULT.terms and
+                ("@" not in c or c.endswith("@mean"))]
+    report = {
+        "chosen": {"config": chosen.to_dict(), "describe": chosen.describe(), **best,
+                   "test": auroc_report(test_scores(best["columns"], best["refine_steps"], best["combine"]), test,
+                                        n_boot, seed)},
+        "previous_default": {"config": PREVIOUS_DEFAULT.to_dict(), "columns": previous,
+                             "valid_auroc": metrics.auroc(combined(z_valid[0], previous), valid.labels),
+                             "test": auroc_report(combined(z_test[0], previous), test, n_boot, seed)},
+        "options": options, "sigma": sigma, "pixel_auroc_valid": pixel, "restorations": restorations,
+        "columns": {str(r): {c: {"valid": metrics.auroc(z_valid[r][c], valid.labels),
+                                 "test": auroc_report(z_test[r][c], test, n_boot, seed)} for c in columns[r]}
+                    for r in REFINE_CANDIDATES},
+    }
+    r = best["refine_steps"]
+    pool = [c for c in columns[r] if "@" not in c or c.endswith("@" + best["aggregation"])]
+    report["semi_supervised"] = semi_supervised_curve(
+        z_valid[r], valid.labels, z_test[r], test, pool, best["columns"],
+        test_scores(best["columns"], r, best["combine"]), ks=K_LABELS, draws=DRAWS, n_boot=n_boot, seed=seed)
+    report["semi_supervised_columns"] = pool
+    tensors = {f"{split}/{r}/{c}": torch.from_numpy(np.asarray(z[r][c], np.float32))
+               for split, z in (("valid", z_valid), ("test", z_test)) for r in z for c in z[r]}
+    return {"report": report, "tensors": tensors}
+
+
+def default_study_path() -> Path:
+    from .paths import data_dir
+
+    return data_dir() / "pretrained" / "score_study64"
+
+
+def save_study(out, result: dict, key: dict, command: str, device: str) -> Path:
+    from safetensors.torch import save_file
+
+    from .checkpoint import atomic_write_json
+    from .provenance import code_revision
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(result["tensors"], str(out / "columns.safetensors"))
+    atomic_write_json(out / "results.json", {"format": FORMAT, "key": key, "command": command, "device": device,
+                                             "code": code_revision(), "report": result["report"]})
+    return out
+
+
+def load_study(where, key: dict) -> dict | None:
+    from safetensors.torch import load_file
+
+    file = Path(where) / "results.json"
+    if not file.is_file():
+        return None
+    doc = json.loads(file.read_text())
+    if doc.get("format") != FORMAT or not keys_match(doc.get("key", {}), key):
+        return None
+    tensors = load_file(str(Path(where) / "columns.safetensors"))
+    return {"report": doc["report"], "tensors": tensors, "command": doc.get("command"), "loaded_from": str(file)}
+
+
+def z_columns(result: dict, split: str, refine_steps: int) -> dict[str, np.ndarray]:
+    """{column: z-scores [N]} of one split and restoration from a study result."""
+    prefix = f"{split}/{refine_steps}/"
+    return {k[len(prefix):]: v.numpy().astype(np.float64) for k, v in result["tensors"].items() if k.startswith(prefix)}
+
+
+def score_study(pipe: Pipeline, data, percep=None, shipped=None, out=None, log=print) -> dict:
+    """The shipped study if its key matches (networks, data, candidates), else `run_score_study` written to
+    `out` (default cache/score_study)."""
+    from .benchmark import device_description
+    from .nets.perceptual import PerceptualDistance
+    from .paths import cache_dir
+
+    percep = percep or PerceptualDistance()
+    key = study_key(pipe, data, percep.backend_name)
+    out = Path(out) if out is not None else cache_dir() / "score_study"
+    for where in (Path(shipped) if shipped is not None else default_study_path(), out):
+        if (found := load_study(where, key)) is not None:
+            log(f"[score-study] loaded {found['loaded_from']} (command: {found['command']})")
+            return found
+    log("[score-study] no stored study matches these networks and data: running it (minutes)")
+    result = run_score_study(pipe, data, percep, log=log)
+    save_study(out, result, key, "score_study() (recomputed, not shipped)", device_description())
+    return {**result, "loaded_from": None}

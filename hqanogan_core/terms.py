@@ -1,0 +1,388 @@
+"""HQ-AnoGAN's score terms as data: a registry of terms and the one `ScoreConfig` that picks among them.
+
+Every term is "how badly the model of normal explains this image", higher = more anomalous, one number
+per image. For an image x with code w = E(x) and restoration x_hat = G(w):
+
+    image_residual      |x - x_hat| per pixel, aggregated over the image           map term
+    perceptual          LPIPS-style distance(x, x_hat); its spatial map when aggregated   map term
+    feature_residual    mean (f(x) - f(x_hat))^2, f = D's features before its last layer (f-AnoGAN's izi_f)
+    discriminator_blocks  the same at the output of every D block, each divided by its mean energy
+                        mean f_b(x)^2 and averaged over blocks: residuals seen at several depths
+    latent              sum over W+ slots of the squared Mahalanobis distance of w[l] to a Gaussian fitted
+                        per slot on training normals (Ledoit-Wolf)
+    latent_coarse / latent_middle / latent_fine   the same, over one group of slots (`style_split`)
+    latent_l<k>         one slot (diagnostics; always reported with the latent terms: they cost nothing)
+    cycle               mean ||E(x_hat) - w||^2 over slots
+    repair_residual     |x - G(repair(w))| aggregated: the residual left once the unusual slots are pulled
+                        back to normal (`repair`, shrink at the 0.99 quantile) - a map term
+
+A *map term* is a per-pixel map made one number by `ScoreConfig.aggregation`: the mean over the image
+(the global residual), the mean of its highest `top_percent` % pixels, or its maximum, each after the
+Gaussian smoothing `map_sigma`. With "mean" the unsmoothed mean is used (smoothing barely changes a mean)
+and `perceptual` is the LPIPS distance itself.
+
+`Evidence` holds one batch of images and computes each intermediate (codes, restorations, maps, D
+features, slot distances) at most once, only when a requested term needs it; `compute_terms` asks it for
+the requested terms only. Pure numpy math at the top; nothing here imports training code.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .gaussian import fit_gaussian
+from .nets.psp import style_split
+
+AGGREGATIONS = ("mean", "topk", "max")
+COMBINERS = ("sum", "max")
+
+
+# ----------------------------------------------------------------------------- pure math
+
+
+@dataclass
+class LatentGaussians:
+    """One Gaussian per W+ slot: means [L, D], precisions [L, D, D], Ledoit-Wolf shrinkage [L]."""
+
+    means: np.ndarray
+    precisions: np.ndarray
+    shrinkage: np.ndarray
+
+
+def fit_latent_gaussians(ws: np.ndarray) -> LatentGaussians:
+    """Fit a shrunk Gaussian to each W+ slot of normal codes ws [N, L, D]."""
+    assert ws.ndim == 3, f"expected ws [N, L, D], got {ws.shape}"
+    n, num_layers, dim = ws.shape
+    if n < 2:
+        raise ValueError(f"need at least 2 normal codes to fit a Gaussian, got {n}")
+    fits = [fit_gaussian(ws[:, layer]) for layer in range(num_layers)]
+    return LatentGaussians(np.stack([g.mean for g in fits]), np.stack([g.precision for g in fits]),
+                           np.array([g.shrinkage for g in fits]))
+
+
+def latent_mahalanobis(ws: np.ndarray, gaussians: LatentGaussians) -> np.ndarray:
+    """Squared Mahalanobis distance of each slot of ws [N, L, D] to its Gaussian -> [N, L]."""
+    assert ws.ndim == 3 and ws.shape[1:] == gaussians.means.shape, (
+        f"ws {ws.shape} does not match the fitted Gaussians {gaussians.means.shape}"
+    )
+    diff = ws.astype(np.float64) - gaussians.means[None]  # [N, L, D]
+    return np.einsum("nld,lde,nle->nl", diff, gaussians.precisions, diff)
+
+
+def residual_map(x: np.ndarray, x_rec: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """Smoothed absolute residual |x - x_rec| per pixel: [N, H, W] -> [N, H, W]."""
+    assert x.shape == x_rec.shape and x.ndim == 3, f"expected two [N, H, W] arrays, got {x.shape}, {x_rec.shape}"
+    return smooth(np.abs(x - x_rec), sigma)
+
+
+def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of each map [N, H, W] (sigma in pixels; 0 = unchanged)."""
+    assert maps.ndim == 3, f"expected maps [N, H, W], got {maps.shape}"
+    return maps if sigma <= 0 else ndimage.gaussian_filter(maps, sigma=(0, sigma, sigma))
+
+
+def aggregate(maps: np.ndarray, how: str = "mean", top_percent: float = 1.0) -> np.ndarray:
+    """One number per map [N, H, W] -> [N]: the mean, the mean of the highest `top_percent` % pixels, or the max."""
+    assert maps.ndim == 3, f"expected maps [N, H, W], got {maps.shape}"
+    flat = maps.reshape(len(maps), -1).astype(np.float64)
+    if how == "mean":
+        return flat.mean(axis=1)
+    if how == "max":
+        return flat.max(axis=1)
+    if how == "topk":
+        k = max(1, int(round(flat.shape[1] * top_percent / 100)))
+        return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
+    raise ValueError(f"unknown aggregation {how!r}: use one of {AGGREGATIONS}")
+
+
+@torch.no_grad()
+def discriminator_features(D, images: torch.Tensor, batch: int = 64, device="cpu") -> torch.Tensor:
+    """D's penultimate features of each image on its own. [N, C, H, W] -> [N, F] on the CPU.
+
+    With the minibatch-std group set to 1 every image is its own group, which is exactly what a
+    batch of one computes (std 0 plus the layer's epsilon), so batching changes nothing but speed.
+    """
+    saved = D.mbstd_group
+    D.mbstd_group = 1
+    try:
+        return torch.cat([D(images[i:i + batch].to(device), return_features=True)[1].cpu()
+                          for i in range(0, len(images), batch)])
+    finally:
+        D.mbstd_group = saved
+
+
+@torch.no_grad()
+def block_residuals(D, x: torch.Tensor, x_rec: torch.Tensor, batch: int = 64, device="cpu") -> np.ndarray:
+    """Per D block b: mean (f_b(x) - f_b(x_rec))^2 / mean f_b(x)^2, for images [N, C, H, W] -> [N, B].
+
+    The blocks come before the minibatch-std layer, so an image's value never depends on its batch."""
+    out = []
+    for i in range(0, len(x), batch):
+        a, b = x[i:i + batch].to(device), x_rec[i:i + batch].to(device)
+        rows = []
+        for block in D.blocks:
+            a, b = block(a), block(b)
+            rows.append(((a - b).square().mean(dim=(1, 2, 3)) / a.square().mean(dim=(1, 2, 3)).clamp_min(1e-12)).cpu())
+        out.append(torch.stack(rows, dim=1))
+    return torch.cat(out).numpy()
+
+
+# ----------------------------------------------------------------------------- the configuration
+
+DEFAULT_TERMS = ("image_residual", "perceptual", "feature_residual", "latent")
+
+
+@dataclass
+class ScoreConfig:
+    """Which terms make the HQ-AnoGAN score and how. The defaults work on a CPU.
+
+    terms               the terms whose z-scores are combined (only these, and what they need, are computed)
+    weights             term -> weight of its z-score (a missing term weighs 1): no labels needed for 1s
+    combine             "sum" of the weighted z-scores, or their "max" (an image is as unusual as its most
+                        unusual term)
+    aggregation         map terms: "mean", "topk" (mean of the top `top_percent` % pixels) or "max"
+    top_percent         for "topk"
+    map_sigma           Gaussian smoothing (px) of the anomaly map and of every aggregated map
+    held_out_fraction   training normals held out to standardise the terms (the rest fit the Gaussians)
+    refine_steps        0: the restoration is G(E(x)). > 0: G(w') with w' from that many steps of pixel-MSE
+                        optimisation in W+ started at E(x) (`project.refine`); the latent terms still measure
+                        E(x), the code the encoder chose before any fitting
+    refine_lr           its learning rate
+    refine_prior        weight of the normal-latent prior (per-slot Mahalanobis) in that optimisation
+    """
+
+    terms: tuple[str, ...] = DEFAULT_TERMS
+    weights: dict[str, float] = field(default_factory=dict)
+    combine: str = "sum"
+    aggregation: str = "mean"
+    top_percent: float = 1.0
+    map_sigma: float = 1.0
+    held_out_fraction: float = 0.1
+    refine_steps: int = 0
+    refine_lr: float = 0.01
+    refine_prior: float = 0.0
+
+    def __post_init__(self):
+        self.terms = tuple(self.terms)
+        unknown = [t for t in self.terms if not is_term(t)]
+        if unknown or not self.terms:
+            raise ValueError(f"unknown score terms {unknown}: known are {sorted(TERMS)} and latent_l<k>"
+                             if unknown else "ScoreConfig needs at least one term")
+        stray = sorted(set(self.weights) - set(self.terms))
+        if stray:
+            raise ValueError(f"weights given for terms {stray} that are not in terms {list(self.terms)}")
+        if self.combine not in COMBINERS:
+            raise ValueError(f"unknown combine {self.combine!r}: use one of {COMBINERS}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {self.aggregation!r}: use one of {AGGREGATIONS}")
+        if not 0 < self.top_percent <= 100:
+            raise ValueError(f"top_percent must be in (0, 100], got {self.top_percent}")
+        if self.map_sigma < 0:
+            raise ValueError(f"map_sigma must be >= 0, got {self.map_sigma}")
+        if not 0 < self.held_out_fraction < 1:
+            raise ValueError(f"held_out_fraction must be in (0, 1), got {self.held_out_fraction}")
+        if self.refine_steps < 0 or self.refine_lr <= 0 or self.refine_prior < 0:
+            raise ValueError(f"refine_steps must be >= 0, refine_lr > 0 and refine_prior >= 0, got "
+                             f"{self.refine_steps}, {self.refine_lr}, {self.refine_prior}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["terms"] = list(self.terms)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ScoreConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        extra = sorted(set(d) - known)
+        if extra:
+            raise ValueError(f"unknown ScoreConfig fields {extra}: known are {sorted(known)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "ScoreConfig":
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> str:
+        """One sentence: how the score is made (for reports and the book)."""
+        parts = [f"{self.weights[t]:g} x z({t})" if t in self.weights else f"z({t})" for t in self.terms]
+        rule = ("the sum of " if self.combine == "sum" else "the largest of ") + ", ".join(parts)
+        if any(TERMS[t].is_map for t in self.terms if t in TERMS):
+            if self.aggregation == "mean":
+                rule += "; maps averaged over the image"
+            else:
+                how = "maximum" if self.aggregation == "max" else f"mean of the top {self.top_percent:g} % pixels"
+                rule += f"; maps smoothed (sigma {self.map_sigma:g} px) and made one number by their {how}"
+        if self.refine_steps:
+            rule += (f"; restorations refined by {self.refine_steps} steps of pixel-MSE optimisation in W+ from E(x)"
+                     + (f" under the normal-latent prior (weight {self.refine_prior:g})" if self.refine_prior else ""))
+        return rule
+
+
+# ----------------------------------------------------------------------------- what terms are computed from
+
+
+class Evidence:
+    """One batch of images [N, C, H, W] in [-1, 1] and everything the terms are computed from, each piece
+    computed at most once and only when asked for.
+
+    `nets` is the scorer: it provides restore(images) -> (encoder codes, restorations), encode, G, E, D,
+    percep, batch, device, repair and the fitted `gaussians` (None before fitting)."""
+
+    def __init__(self, nets, images: torch.Tensor, ws: torch.Tensor | None = None, rec: torch.Tensor | None = None):
+        assert images.ndim == 4, f"expected images [N, C, H, W], got {tuple(images.shape)}"
+        self.nets, self.x = nets, images.cpu()
+        if ws is None or rec is None:
+            ws, rec = nets.restore(images)
+        self.ws, self.rec = ws.cpu(), rec.cpu()        # [N, L, D], [N, C, H, W]
+        self._cache: dict = {}
+
+    def _once(self, key, compute: Callable):
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def residual(self) -> np.ndarray:
+        """|x - x_hat| averaged over channels, unsmoothed. [N, H, W]"""
+        return self._once("residual", lambda: (self.x - self.rec).abs().mean(dim=1).numpy())
+
+    def residual_map(self, sigma: float) -> np.ndarray:
+        return self._once(("residual_map", sigma), lambda: smooth(self.residual(), sigma))
+
+    def perceptual(self, spatial: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """(distance [N], map [N, H, W] or None): the map is computed only when asked for."""
+        if ("perceptual", True) in self._cache or spatial:
+            return self._once(("perceptual", True), lambda: self._perceptual(True))
+        return self._once(("perceptual", False), lambda: self._perceptual(False))
+
+    def _perceptual(self, spatial: bool):
+        percep, b, dev = self.nets.percep, self.nets.batch, self.nets.device
+        dists, maps = [], []
+        for i in range(0, len(self.x), b):
+            out = percep(self.x[i:i + b].to(dev), self.rec[i:i + b].to(dev), spatial=spatial)
+            dist, dmap = out if spatial else (out, None)
+            dists.append(dist.cpu())
+            if spatial:
+                maps.append(dmap.cpu()[:, 0])
+        return torch.cat(dists).numpy(), (torch.cat(maps).numpy() if spatial else None)
+
+    def slot_distances(self) -> np.ndarray:
+        """Squared Mahalanobis distance of every W+ slot to its normal Gaussian. [N, L]"""
+        return self._once("slots", lambda: latent_mahalanobis(self.ws.numpy(), self.nets.gaussians))
+
+    def features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        D, b, dev = self.nets.D, self.nets.batch, self.nets.device
+        return self._once("features", lambda: (discriminator_features(D, self.x, b, dev),
+                                               discriminator_features(D, self.rec, b, dev)))
+
+    def blocks(self) -> np.ndarray:
+        return self._once("blocks", lambda: block_residuals(self.nets.D, self.x, self.rec, self.nets.batch,
+                                                            self.nets.device))
+
+    def cycle_codes(self) -> torch.Tensor:
+        return self._once("cycle", lambda: self.nets.encode(self.rec)[0].cpu())
+
+    def repaired(self) -> np.ndarray:
+        """G(repair(w)) averaged over channels, [N, H, W] (shrink at the 0.99 quantile)."""
+        return self._once("repaired", lambda: self.nets.repair(self.x, quantile=0.99, ws=self.ws)["repaired"].mean(axis=1))
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class Term:
+    compute: Callable[[Evidence, ScoreConfig], np.ndarray]     # -> [N]
+    needs: tuple[str, ...]                                      # fitted state / networks: gaussians, percep, D
+    is_map: bool                                                # aggregated by ScoreConfig.aggregation
+    doc: str
+
+
+def _map_value(maps_of_sigma: Callable[[float], np.ndarray], cfg: ScoreConfig) -> np.ndarray:
+    return aggregate(maps_of_sigma(cfg.map_sigma), cfg.aggregation, cfg.top_percent)
+
+
+def _image_residual(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
+    if cfg.aggregation == "mean":
+        return ev.residual().mean(axis=(1, 2)).astype(np.float64)
+    return _map_value(ev.residual_map, cfg)
+
+
+def _perceptual(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
+    if cfg.aggregation == "mean":
+        return ev.perceptual(spatial=False)[0].astype(np.float64)
+    return _map_value(lambda s: smooth(ev.perceptual(spatial=True)[1], s), cfg)
+
+
+def _feature_residual(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
+    f_real, f_rec = ev.features()
+    return ((f_real - f_rec) ** 2).mean(dim=1).double().numpy()
+
+
+def _slot_group(group: int) -> Callable[[Evidence, ScoreConfig], np.ndarray]:
+    def compute(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
+        d2 = ev.slot_distances()
+        sizes = style_split(d2.shape[1])
+        start = sum(sizes[:group])
+        return d2[:, start:start + sizes[group]].sum(axis=1)        # 0 for a group a small generator lacks
+    return compute
+
+
+def _cycle(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
+    return ((ev.cycle_codes() - ev.ws) ** 2).mean(dim=(1, 2)).double().numpy()
+
+
+def _repair_residual(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
+    diff = np.abs(ev.x.numpy().mean(axis=1) - ev.repaired())
+    return aggregate(smooth(diff, cfg.map_sigma) if cfg.aggregation != "mean" else diff, cfg.aggregation,
+                     cfg.top_percent)
+
+
+TERMS: dict[str, Term] = {
+    "image_residual": Term(_image_residual, (), True, "|x - G(E(x))| aggregated over the image"),
+    "perceptual": Term(_perceptual, ("percep",), True, "LPIPS-style distance (or its map, aggregated)"),
+    "feature_residual": Term(_feature_residual, ("D",), False, "D's penultimate-feature residual (f-AnoGAN izi_f)"),
+    "discriminator_blocks": Term(lambda ev, cfg: ev.blocks().mean(axis=1).astype(np.float64), ("D",), False,
+                                 "D's feature residual after every block, each relative to its energy, averaged"),
+    "latent": Term(lambda ev, cfg: ev.slot_distances().sum(axis=1), ("gaussians",), False,
+                   "sum over W+ slots of the Mahalanobis distance^2 to the normal Gaussian"),
+    "latent_coarse": Term(_slot_group(0), ("gaussians",), False, "latent, coarse slots only"),
+    "latent_middle": Term(_slot_group(1), ("gaussians",), False, "latent, middle slots only"),
+    "latent_fine": Term(_slot_group(2), ("gaussians",), False, "latent, fine slots only"),
+    "cycle": Term(_cycle, (), False, "mean ||E(G(E(x))) - E(x)||^2"),
+    "repair_residual": Term(_repair_residual, ("gaussians",), True,
+                            "|x - G(repair(E(x)))| aggregated (unusual slots pulled back first)"),
+}
+
+
+def is_term(name: str) -> bool:
+    """A registered term, or latent_l<k> (one W+ slot)."""
+    return name in TERMS or (name.startswith("latent_l") and name[len("latent_l"):].isdigit())
+
+
+def term(name: str) -> Term:
+    """The registry entry of `name`; latent_l<k> is the Mahalanobis distance^2 of slot k alone."""
+    if name in TERMS:
+        return TERMS[name]
+    if is_term(name):
+        k = int(name[len("latent_l"):])
+        return Term(lambda ev, cfg: ev.slot_distances()[:, k], ("gaussians",), False, f"latent, slot {k} only")
+    raise KeyError(f"unknown score term {name!r}: known are {sorted(TERMS)} and latent_l<k>")
+
+
+def needs(names) -> set[str]:
+    """The fitted state and networks the terms `names` need."""
+    return {n for name in names for n in term(name).needs}
+
+
+def compute_terms(ev: Evidence, names, cfg: ScoreConfig) -> dict[str, np.ndarray]:
+    """{name: [N]} for exactly the terms `names` (float64), computed from `ev` under `cfg`'s settings."""
+    out = {}
+    for name in names:
+        value = np.asarray(term(name).compute(ev, cfg), dtype=np.float64)
+        assert value.shape == (len(ev.x),), f"term {name} gave {value.shape} for {len(ev.x)} images"
+        out[name] = value
+    return out

@@ -1,0 +1,72 @@
+"""The score study: selection on validation only, the semi-supervised weights, and the shipped study's
+choice being the package's default score."""
+import json
+
+import numpy as np
+import pytest
+
+from hqanogan_core import metrics, score_study as st
+from hqanogan_core.methods.hqanogan import DEFAULT_SCORE
+from hqanogan_core.terms import ScoreConfig
+
+
+def test_greedy_selection_adds_terms_only_while_they_help():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(200), np.ones(200)].astype(int)
+    signal_a = rng.normal(size=400) + 1.0 * y            # two independent informative terms
+    signal_b = rng.normal(size=400) + 1.0 * y
+    noise = rng.normal(size=400)
+    z = {"a": signal_a, "b": signal_b, "noise": noise}
+    chosen, value = st.greedy_selection(z, y, ["noise", "a", "b"])
+    assert sorted(chosen) == ["a", "b"]
+    assert value == pytest.approx(metrics.auroc(signal_a + signal_b, y))
+    assert value > max(metrics.auroc(signal_a, y), metrics.auroc(signal_b, y))
+    only, _ = st.greedy_selection(z, y, ["noise", "a"], min_gain=0.2)     # a high bar keeps the best single term
+    assert only == ["a"]
+
+
+def test_term_weights_follow_the_labels_and_fall_back_to_the_prior():
+    rng = np.random.default_rng(1)
+    y = np.r_[np.zeros(100), np.ones(100)]
+    z = np.stack([rng.normal(size=200) + 2 * y, rng.normal(size=200)], axis=1)       # only column 0 informs
+    prior = np.array([0.0, 1.0])                                                      # a wrong prior
+    w = st.fit_term_weights(z, y, prior, strength=0.01)
+    assert w[0] > 1.0 and abs(w[1]) < 0.5
+    np.testing.assert_allclose(st.fit_term_weights(z, np.zeros(200), prior), prior)  # no abnormal label
+    np.testing.assert_allclose(st.fit_term_weights(z, y, prior, strength=1e6), prior, atol=1e-3)
+    # the gradient is right: a finite-difference check of the objective at the answer (it is a minimum)
+    w_free = st.fit_term_weights(z, y, prior, strength=1.0)
+    assert np.all(np.isfinite(w_free))
+
+
+def test_study_on_the_tiny_pipeline_chooses_on_validation(shipped, monkeypatch):
+    from hqanogan_core.data.splits import load_split
+    from hqanogan_core.pipeline import load_pipeline
+    from tests.test_encoder_train import tiny_percep
+
+    monkeypatch.setattr(st, "REFINE_CANDIDATES", (0, 3))
+    monkeypatch.setattr(st, "K_LABELS", (0, 2))
+    monkeypatch.setattr(st, "DRAWS", 3)
+    pipe = load_pipeline(shipped["enc"])
+    out = st.run_score_study(pipe, shipped["data"], tiny_percep(), n_boot=20, log=lambda *a: None)
+    rep = out["report"]
+    best = max(o["valid_auroc"] for o in rep["options"])
+    assert rep["chosen"]["valid_auroc"] == pytest.approx(best)
+    cfg = ScoreConfig.from_dict(rep["chosen"]["config"])
+    assert cfg.refine_steps in (0, 3)
+    assert all(t in st.CANDIDATE_TERMS or t.startswith("latent_l") for t in cfg.terms)
+    # the chosen score's test AUROC is recomputable from the stored z-scores
+    test = load_split(shipped["data"], "test")
+    z = st.z_columns(out, "test", cfg.refine_steps)
+    s = st.combined(z, rep["chosen"]["columns"], cfg.combine)
+    assert rep["chosen"]["test"]["value"] == pytest.approx(metrics.auroc(s, test.labels), abs=1e-6)
+    # k = 0 is the unsupervised choice itself
+    assert rep["semi_supervised"]["0"]["auroc_mean"] == pytest.approx(rep["chosen"]["test"]["value"], abs=1e-6)
+    assert rep["semi_supervised"]["2"]["draws"] == 3
+    json.dumps(rep)                                                   # storable as JSON
+
+
+def test_shipped_study_chose_the_default_score():
+    """DEFAULT_SCORE is data: it must be what the shipped study chose on the validation split."""
+    doc = json.loads((st.default_study_path() / "results.json").read_text())
+    assert ScoreConfig.from_dict(doc["report"]["chosen"]["config"]) == DEFAULT_SCORE

@@ -1,0 +1,150 @@
+"""The term registry and ScoreConfig: hand-computed aggregations, only requested terms computed,
+configurations round-trip, and bad configurations fail with clear messages."""
+import numpy as np
+import pytest
+import torch
+
+from hqanogan_core import scores, terms
+from hqanogan_core.nets.psp import EncoderConfig, build_encoder
+from tests.test_encoder_train import phantom_like, tiny_gan, tiny_percep
+
+
+def tiny_scorer(config=None, **kw):
+    G, D = tiny_gan()
+    E = build_encoder("gradual", EncoderConfig(resolution=16, num_ws=G.num_ws, w_dim=G.w_dim, width=8,
+                                               blocks=(1, 1, 1, 1)), w_avg=G.w_avg).eval()
+    return scores.HQAnoGANScorer(G, E, D=D, percep=tiny_percep(), batch=8, config=config, **kw)
+
+
+def test_aggregate_matches_hand_computation():
+    maps = np.zeros((2, 10, 10))
+    maps[0, 0, :5] = [5, 4, 3, 2, 1]
+    maps[1] = 1.0
+    np.testing.assert_allclose(terms.aggregate(maps, "mean"), [0.15, 1.0])
+    np.testing.assert_allclose(terms.aggregate(maps, "max"), [5, 1])
+    np.testing.assert_allclose(terms.aggregate(maps, "topk", top_percent=3), [4, 1])        # top 3 of 100 pixels
+    np.testing.assert_allclose(terms.aggregate(maps, "topk", top_percent=100), terms.aggregate(maps, "mean"))
+    with pytest.raises(ValueError, match="unknown aggregation 'median'"):
+        terms.aggregate(maps, "median")
+
+
+def test_top_percent_aggregation_finds_a_small_lesion_the_mean_dilutes():
+    rng = np.random.default_rng(0)
+    normal = rng.uniform(0, 0.2, size=(50, 32, 32))
+    lesion = rng.uniform(0, 0.2, size=(50, 32, 32))
+    lesion[:, 10:13, 10:13] += 0.5                       # 9 of 1024 pixels
+    from hqanogan_core.metrics import auroc
+    labels = np.r_[np.zeros(50), np.ones(50)]
+    both = np.concatenate([normal, lesion])
+    assert auroc(terms.aggregate(both, "topk", 1.0), labels) > 0.99
+    assert auroc(terms.aggregate(both, "mean"), labels) < auroc(terms.aggregate(both, "topk", 1.0), labels)
+
+
+def test_score_config_checks_and_round_trips():
+    cfg = terms.ScoreConfig(terms=("perceptual", "latent_l3"), weights={"perceptual": 2.0}, aggregation="topk",
+                            top_percent=2.0, combine="max")
+    again = terms.ScoreConfig.from_dict(cfg.to_dict())
+    assert again == cfg and again.terms == ("perceptual", "latent_l3")
+    for bad, message in [({"terms": ("nope",)}, "unknown score terms \\['nope'\\]"),
+                         ({"terms": ()}, "at least one term"),
+                         ({"weights": {"latent": 1.0}}, "weights given for terms \\['latent'\\]"),
+                         ({"aggregation": "median"}, "unknown aggregation"),
+                         ({"combine": "product"}, "unknown combine"),
+                         ({"top_percent": 0}, "top_percent"),
+                         ({"held_out_fraction": 1.0}, "held_out_fraction")]:
+        with pytest.raises(ValueError, match=message):
+            terms.ScoreConfig(**{"terms": ("perceptual",), **bad})
+    with pytest.raises(ValueError, match="unknown ScoreConfig fields \\['sigma'\\]"):
+        terms.ScoreConfig.from_dict({"sigma": 1})
+    assert "top 2 % pixels" in cfg.describe() and "largest of 2 x z(perceptual)" in cfg.describe()
+
+
+def test_only_requested_terms_are_computed():
+    scorer = tiny_scorer(terms.ScoreConfig(terms=("image_residual",)))
+    calls = {"percep": 0, "D": 0}
+    percep, D = scorer.percep, scorer.D
+
+    def counted_percep(*a, **k):
+        calls["percep"] += 1
+        return percep(*a, **k)
+
+    def counted_D(*a, **k):
+        calls["D"] += 1
+        return D(*a, **k)
+
+    scorer.percep = counted_percep
+    scorer.D = type("CountedD", (), {"__call__": staticmethod(counted_D), "mbstd_group": D.mbstd_group,
+                                     "blocks": D.blocks})()
+    scorer.fit(phantom_like(16, seed=0), phantom_like(8, seed=1))
+    out = scorer.score(phantom_like(4, seed=2))
+    assert calls == {"percep": 0, "D": 0}
+    assert set(out) == {"image_residual", "z_image_residual", "hqanogan"}
+    np.testing.assert_allclose(out["hqanogan"], out["z_image_residual"])
+
+
+def test_every_registered_term_runs_and_latent_groups_add_up():
+    scorer = tiny_scorer(terms.ScoreConfig(terms=tuple(terms.TERMS), aggregation="topk", top_percent=5))
+    scorer.fit(phantom_like(24, seed=0), phantom_like(12, seed=1))
+    test = phantom_like(6, seed=2)
+    out = scorer.score(test)
+    for name in terms.TERMS:
+        assert out[name].shape == (6,) and np.all(np.isfinite(out[name])), name
+    np.testing.assert_allclose(out["latent_coarse"] + out["latent_middle"] + out["latent_fine"], out["latent"])
+    n_coarse = 3
+    np.testing.assert_allclose(out["latent_coarse"], sum(out[f"latent_l{k}"] for k in range(n_coarse)))
+    # a map term under "topk" is the top pixels of the smoothed map the anomaly map shows
+    maps = scorer.anomaly_maps(test, scorer.last_restored)
+    np.testing.assert_allclose(out["image_residual"], terms.aggregate(maps, "topk", 5), rtol=1e-5)
+
+
+def test_mean_aggregation_keeps_the_global_terms():
+    scorer = tiny_scorer()
+    scorer.fit(phantom_like(16, seed=0), phantom_like(8, seed=1))
+    test = phantom_like(5, seed=2)
+    out = scorer.score(test)
+    rec = scorer.last_restored
+    np.testing.assert_allclose(out["image_residual"], (test - rec).abs().mean(dim=(1, 2, 3)).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out["perceptual"], scorer.percep(test, rec).numpy(), rtol=1e-5)
+
+
+def test_block_residuals_are_per_image_and_zero_for_identical_images():
+    _, D = tiny_gan()
+    x = phantom_like(5, seed=3)
+    r = terms.block_residuals(D, x, x.clone())
+    assert r.shape == (5, len(D.blocks)) and np.all(r == 0)
+    noisy = x + 0.1 * torch.randn_like(x)
+    batched = terms.block_residuals(D, x, noisy, batch=2)
+    alone = np.concatenate([terms.block_residuals(D, x[i:i + 1], noisy[i:i + 1]) for i in range(5)])
+    np.testing.assert_allclose(batched, alone, rtol=1e-5)
+    assert np.all(batched > 0)
+
+
+def test_fitted_state_round_trips_with_its_config():
+    cfg = terms.ScoreConfig(terms=("image_residual", "perceptual", "latent"), aggregation="max")
+    scorer = tiny_scorer(cfg).fit(phantom_like(16, seed=0), phantom_like(8, seed=1))
+    tensors, meta = scorer.state()
+    fresh = tiny_scorer().load_state(tensors, meta)
+    assert fresh.config == cfg
+    test = phantom_like(4, seed=2)
+    np.testing.assert_allclose(fresh.score(test)["hqanogan"], scorer.score(test)["hqanogan"], rtol=1e-6)
+
+
+def test_refinement_fits_normals_closer_and_keeps_the_encoder_codes():
+    """refine_steps > 0: the restoration is the encoder-initialised W+ optimisation, closer to the image in
+    pixels than G(E(x)); the latent terms still measure E(x)."""
+    plain = tiny_scorer(terms.ScoreConfig(terms=("image_residual", "latent")))
+    refined = tiny_scorer(terms.ScoreConfig(terms=("image_residual", "latent"), refine_steps=20, refine_lr=0.05))
+    refined.G, refined.E, refined.D = plain.G, plain.E, plain.D          # the same networks
+    train, held = phantom_like(16, seed=0), phantom_like(8, seed=1)
+    plain.fit(train, held)
+    refined.fit(train, held)
+    test = phantom_like(6, seed=2)
+    a, b = plain.score(test), refined.score(test)
+    assert np.all(b["image_residual"] < a["image_residual"])
+    np.testing.assert_allclose(b["latent"], a["latent"], rtol=1e-6)
+    ws_plain, _ = plain.encode(test)
+    ws_refined, rec = refined.restore(test)
+    assert torch.equal(ws_plain, ws_refined) and rec.shape == test.shape and rec.abs().max() <= 1
+    with_prior = tiny_scorer(terms.ScoreConfig(terms=("image_residual",), refine_steps=5, refine_prior=1.0))
+    with pytest.raises(RuntimeError, match="fit the scorer first"):
+        with_prior.restore(test)

@@ -293,7 +293,7 @@ def repair_sweep(method, valid, configs=None, fpr_limit: float = 0.3) -> list[di
 
     scorer = method.scorer
     x = to_model_input(valid.images, method.pipe.resolution)
-    ws, rec = scorer.encode(x)
+    ws, rec = scorer.restore(x)             # the score's restoration: the map every repair is compared with
     x_np = x.numpy().mean(axis=1)
     abnormal = valid.labels == 1
     plain = residual_map(x_np, rec.numpy().mean(axis=1), scorer.map_sigma)

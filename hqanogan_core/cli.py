@@ -9,6 +9,7 @@
     ablate-encoder --run GAN --data DIR --out DIR [--steps 400]
     compare-inversions --data DIR --out DIR [--steps 300]
     score-study --data DIR --out DIR [--run ENC]       (chapter 4: which score, chosen on validation)
+    ship-refined --out data/pretrained/refined64        (the default score's refined codes, for the book)
     explain    IMAGE.png --out report.html [--run RUN] [--data DIR]
     pipeline   --data DIR --out RUN [--preset cpu64|paper256|paper512|tiny] [--methods a,b] [--resume]
     score      --data DIR --out SCORES.csv [--method hqanogan] [--run RUN] [--maps DIR] [--encoder ENC] [--split test]
@@ -54,6 +55,38 @@ def cmd_score_study(args) -> int:
     print(f"chosen on validation: {chosen['describe']} (validation AUROC {chosen['valid_auroc']:.3f}, "
           f"test {chosen['test']['value']:.3f} [{chosen['test']['ci95'][0]:.3f}, {chosen['test']['ci95'][1]:.3f}])")
     print(f"written: {args.out}/results.json")
+    return 0
+
+
+def cmd_ship_refined(args) -> int:
+    import shutil
+    from pathlib import Path
+
+    from hqanogan_core.checkpoint import atomic_write_json, load_checkpoint
+    from hqanogan_core.methods.hqanogan import DEFAULT_SCORE
+    from hqanogan_core.paths import cache_dir
+    from hqanogan_core.pipeline import load_pipeline
+    from hqanogan_core.provenance import code_revision
+    from hqanogan_core.scores import refine_namespace
+
+    pipe = load_pipeline(args.run)
+    config = DEFAULT_SCORE if args.steps is None else DEFAULT_SCORE.replace(refine_steps=args.steps)
+    name = f"refined-{refine_namespace(pipe.G, pipe.E, config)}.safetensors"
+    source = Path(args.cache) if args.cache else cache_dir() / "scorers"
+    if not (source / name).is_file():
+        raise FileNotFoundError(f"no refined codes for these networks and settings at {source / name}: run the "
+                                f"benchmark (or score-study) with them first")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source / name, out / name)
+    _, meta = load_checkpoint(out / name)
+    atomic_write_json(out / "manifest.json", {
+        "what": "encoder-initialised refinements (project.refine) of the images the book restores, by image "
+                "content; a cache: every code is recomputed the same way when missing",
+        "file": name, "n_codes": len(meta["keys"]), "networks": pipe.info.get("encoder"),
+        "settings": {k: getattr(config, k) for k in ("refine_steps", "refine_lr", "refine_prior")},
+        "command": "python -m hqanogan_core " + " ".join(sys.argv[1:]), "code": code_revision()})
+    print(f"{len(meta['keys'])} refined codes -> {out / name}")
     return 0
 
 
@@ -418,6 +451,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_score_study)
+
+    p = sub.add_parser("ship-refined", help="copy the refined codes of the default score from the cache into a "
+                       "shipped folder (data/pretrained/refined64) with a manifest")
+    p.add_argument("--out", required=True)
+    p.add_argument("--run", default=None, help="encoder folder or GAN run (default data/pretrained/encoder64)")
+    p.add_argument("--cache", default=None, help="where the codes are (default: the cache's scorers/ folder)")
+    p.add_argument("--steps", type=int, default=None, help="refine steps (default: the default score's)")
+    p.set_defaults(func=cmd_ship_refined)
 
     p = sub.add_parser("explain", help="one image -> a self-contained HTML report (score, verdict, map, slots)")
     p.add_argument("image", help="a grayscale PNG at the model's resolution")

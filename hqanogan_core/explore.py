@@ -38,15 +38,19 @@ def slot_groups(num_ws: int) -> dict[str, np.ndarray]:
     return out
 
 
-def latent_view(method, images: np.ndarray, repair_slots: np.ndarray | None = None) -> dict:
-    """The latent view of images [N, H, W] in [0, 1] (see the module docstring) under a fitted HQ-AnoGAN."""
+def latent_view(method, images: np.ndarray, repair_slots: np.ndarray | None = None,
+                restoration: tuple | None = None) -> dict:
+    """The latent view of images [N, H, W] in [0, 1] (see the module docstring) under a fitted HQ-AnoGAN.
+
+    restoration: (ws, restored) from `scorer.restore` of these images, when already computed (the
+    explorer asks for several repair choices of the same images)."""
     scorer = getattr(method, "scorer", None)
     if scorer is None:
         raise RuntimeError("latent_view needs a fitted HQ-AnoGAN method (call fit first)")
     images = np.asarray(images, np.float32)
     assert images.ndim == 3, f"expected images [N, H, W], got {images.shape}"
     x = to_model_input(images, method.pipe.resolution)                             # [N, 1, R, R]
-    ws, rec = scorer.restore(x)
+    ws, rec = scorer.restore(x) if restoration is None else restoration
     config = dict(getattr(method, "repair", REPAIR_DEFAULT))
     flagged = None
     if repair_slots is not None:

@@ -167,6 +167,8 @@ def split_held_out(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[np.nda
     return np.sort(perm[n_held:]), np.sort(perm[:n_held])
 
 
+REFINED_FOLDER = "refined64"     # data/pretrained/<this>: refined codes shipped with the book
+
 # the modules whose code decides what a fitted scorer holds (hashed into its cache key)
 SCORER_CODE = ("scores.py", "terms.py", "repair.py", "gaussian.py", "pipeline.py", "nets/perceptual.py", "nets/psp.py",
                "nets/stylegan2.py")
@@ -204,6 +206,13 @@ def fit_scorer(pipe: Pipeline, normals: torch.Tensor, config: ScoreConfig | None
     device = pipe.G.w_avg.device
     config = config or ScoreConfig()
     scorer = HQAnoGANScorer(pipe.G, pipe.E, pipe.D, percep.to(device), batch=batch, device=device, config=config)
+    if config.refine_steps > 0:          # refined codes are kept by image: shipped ones, then this cache
+        from .paths import data_dir
+        from .scores import RefinedCodes, refine_namespace
+
+        scorer.refined = RefinedCodes(refine_namespace(pipe.G, pipe.E, config),
+                                      read_from=[data_dir() / "pretrained" / REFINED_FOLDER, *([cache] if cache else [])],
+                                      write_to=cache)
     file = None
     if cache is not None:
         from . import checkpoint as ckpt

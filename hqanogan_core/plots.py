@@ -534,3 +534,34 @@ def interval_dots(rows: dict, metrics_: list[str], highlight: str | None = None,
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- the score study (chapter 4)
+
+
+def semi_supervised_curve(curve: dict, reference: dict | None = None, title: str | None = None):
+    """Test AUROC against k labelled abnormal images (`score_study.semi_supervised_curve`): the mean over
+    draws with the 2.5-97.5 % range over draws, and the bootstrap CI of the median draw as error bars.
+    reference: {label: AUROC} drawn as horizontal lines (e.g. the supervised ceiling)."""
+    points = sorted(curve.values(), key=lambda p: p["k"])
+    ks = np.array([p["k"] for p in points])
+    x = np.arange(len(ks))
+    mean = np.array([p["auroc_mean"] for p in points])
+    lo = np.array([p["draw_range"][0] for p in points])
+    hi = np.array([p["draw_range"][1] for p in points])
+    med = np.array([p["median_draw"]["auroc"] for p in points])
+    ci = np.array([p["median_draw"]["ci95"] for p in points])
+    fig, ax = plt.subplots(figsize=(5.2, 3.3))
+    ax.fill_between(x, lo, hi, color="C0", alpha=0.2, label="range over draws of the k images")
+    ax.plot(x, mean, "o-", color="C0", label="mean over draws")
+    ax.errorbar(x + 0.06, med, yerr=[med - ci[:, 0], ci[:, 1] - med], fmt="s", ms=3, color="C1", capsize=3,
+                label="median draw, 95 % bootstrap CI")
+    for i, (label, value) in enumerate((reference or {}).items()):
+        ax.axhline(value, color=f"C{i + 2}", ls="--", lw=1, label=label)
+    ax.set_xticks(x, [str(k) for k in ks])
+    ax.set_xlabel("labelled abnormal validation images k")
+    ax.set_ylabel("test image AUROC")
+    ax.set_title(title or "HQ-AnoGAN with k labels", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig

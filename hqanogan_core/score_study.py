@@ -210,8 +210,16 @@ def study_key(pipe: Pipeline, data, percep_name: str) -> dict:
 def term_columns(scorer, images: torch.Tensor, refine_steps: int, sigma: float, log=print
                  ) -> tuple[dict[str, np.ndarray], Evidence]:
     """Every candidate column for `images` under one restoration: ({column: [N]}, the evidence)."""
+    from .paths import cache_dir, data_dir
+    from .pipeline import REFINED_FOLDER
+    from .scores import RefinedCodes, refine_namespace
+
     t0 = time.perf_counter()
     scorer.config = ScoreConfig(terms=("latent",), refine_steps=refine_steps, map_sigma=sigma)
+    if refine_steps:      # the same store as the scorer's (`pipeline.fit_scorer`): each image is refined once
+        scorer.refined = RefinedCodes(refine_namespace(scorer.G, scorer.E, scorer.config),
+                                      read_from=[data_dir() / "pretrained" / REFINED_FOLDER, cache_dir() / "scorers"],
+                                      write_to=cache_dir() / "scorers")
     ev = Evidence(scorer, images)
     cols = {}
     for term in CANDIDATE_TERMS:

@@ -59,6 +59,66 @@ def combine(z_terms: dict[str, np.ndarray], names=DEFAULT_TERMS, weights: dict[s
     return sum(weighted)
 
 
+# ----------------------------------------------------------------------------- refined codes, stored by image
+
+
+class RefinedCodes:
+    """Refined W+ codes looked up by image content, so that an image is refined once.
+
+    Refinement (`project.refine`) costs 50 generator steps per image; the book, the report and the tests
+    restore the same images again and again. Codes are kept per `namespace` (a digest of the networks and
+    the refinement settings) in safetensors files `refined-<namespace>.safetensors` (one [M, L, D] tensor,
+    the image keys in the metadata): read from every folder in `read_from`, new codes written to `write_to`.
+    A refined code is a pure function of (networks, settings, image), so a stored one is the same as a
+    recomputed one up to floating-point reduction order."""
+
+    def __init__(self, namespace: str, read_from=(), write_to=None):
+        from pathlib import Path
+
+        from . import checkpoint as ckpt
+
+        self.namespace, self.codes = namespace, {}
+        self.write_to = Path(write_to) if write_to is not None else None
+        for folder in read_from:
+            file = Path(folder) / f"refined-{namespace}.safetensors"
+            if file.is_file():
+                tensors, meta = ckpt.load_checkpoint(file)
+                self.codes.update(zip(meta["keys"], tensors["ws"]))
+
+    @staticmethod
+    def key(image: torch.Tensor) -> str:
+        import hashlib
+
+        return hashlib.sha256(image.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()[:32]
+
+    def restore(self, images: torch.Tensor, compute) -> torch.Tensor:
+        """Codes [N, L, D] for images [N, C, H, W]: stored ones looked up, the others from `compute(index)`."""
+        from . import checkpoint as ckpt
+
+        keys = [self.key(im) for im in images]
+        missing = np.array([i for i, k in enumerate(keys) if k not in self.codes], dtype=np.int64)
+        if len(missing):
+            new = compute(missing)
+            self.codes.update(zip((keys[i] for i in missing), new))
+            if self.write_to is not None:
+                self.write_to.mkdir(parents=True, exist_ok=True)
+                names = list(self.codes)
+                ckpt.save_checkpoint(self.write_to / f"refined-{self.namespace}.safetensors",
+                                     {"ws": torch.stack([self.codes[k] for k in names])}, {"keys": names}, sidecar=False)
+        return torch.stack([self.codes[k] for k in keys])
+
+
+def refine_namespace(G, E, config: ScoreConfig) -> str:
+    """Digest of what a refined code depends on besides the image: G, E and the refinement settings."""
+    import hashlib
+    import json
+
+    from .provenance import tensor_digest
+
+    settings = [config.refine_steps, config.refine_lr, config.refine_prior]
+    return hashlib.sha256((tensor_digest(G) + tensor_digest(E) + json.dumps(settings)).encode()).hexdigest()[:16]
+
+
 # ----------------------------------------------------------------------------- the scorer
 
 
@@ -85,6 +145,7 @@ class HQAnoGANScorer:
         self.held_out_slots: np.ndarray | None = None   # [N_held, L] per-slot distances of held-out normals
         self.code_bank: np.ndarray | None = None        # [M, L, D] training codes (latent repair "retrieve")
         self.held_out_raw: dict[str, np.ndarray] | None = None   # raw terms of the held-out normals
+        self.refined: RefinedCodes | None = None     # stored refinements (set by pipeline.fit_scorer)
 
     @property
     def map_sigma(self) -> float:
@@ -107,12 +168,22 @@ class HQAnoGANScorer:
         `config.refine_steps` the encoder-initialised refinement G(w') (`project.refine`)."""
         ws, rec = self.encode(images)
         c = self.config
-        if c.refine_steps > 0:
-            prior = self.gaussians if c.refine_prior > 0 else None
-            if c.refine_prior > 0 and prior is None:
-                raise RuntimeError("refine_prior needs the fitted Gaussians: fit the scorer first")
-            _, rec = refine(self.G, images.to(self.device), ws.to(self.device), steps=c.refine_steps, lr=c.refine_lr,
-                            prior=prior, lambda_prior=c.refine_prior, batch=self.batch)
+        if c.refine_steps == 0:
+            return ws, rec
+        prior = self.gaussians if c.refine_prior > 0 else None
+        if c.refine_prior > 0 and prior is None:
+            raise RuntimeError("refine_prior needs the fitted Gaussians: fit the scorer first")
+
+        def compute(index: np.ndarray) -> torch.Tensor:
+            idx = torch.from_numpy(index)
+            return refine(self.G, images[idx].to(self.device), ws[idx].to(self.device), steps=c.refine_steps,
+                          lr=c.refine_lr, prior=prior, lambda_prior=c.refine_prior, batch=self.batch)[0]
+
+        stored = self.refined if self.refined is not None and prior is None else None
+        codes = stored.restore(images, compute) if stored is not None else compute(np.arange(len(images)))
+        with torch.no_grad():
+            rec = torch.cat([self.G.synthesis(codes[i:i + self.batch].to(self.device), noise_mode="const").cpu()
+                             for i in range(0, len(codes), self.batch)]).clamp(-1, 1)
         return ws, rec
 
     @torch.no_grad()

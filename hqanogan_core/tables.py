@@ -289,3 +289,28 @@ def repair_sweep_table(rows: list[dict]) -> str:
                     f"{100 * r['latent_kept']:.0f} %"])
     return md_table(["validation map", "AUPRO", "pixel AUROC", "slots flagged, normals", "slots flagged, abnormal",
                      "latent term kept (abnormal)"], out)
+
+
+def term_table(registry: dict) -> str:
+    """The score terms of `terms.TERMS`: name, whether it is a map term, what it needs, what it measures."""
+    rows = [[f"`{name}`", "map" if t.is_map else "number", ", ".join(t.needs) or "G, E", t.doc]
+            for name, t in registry.items()]
+    return md_table(["term", "kind", "needs", "what it measures"], rows)
+
+
+def score_options_table(options: list[dict], n: int = 8) -> str:
+    """The best `n` combinations of a score study, by validation AUROC."""
+    best = sorted(options, key=lambda o: -o["valid_auroc"])[:n]
+    rows = [[str(o["refine_steps"]), o["aggregation"], o["combine"], ", ".join(o["columns"]), f"{o['valid_auroc']:.3f}"]
+            for o in best]
+    return md_table(["refine steps", "aggregation", "combine", "terms (greedy order)", "validation AUROC"], rows)
+
+
+def semi_supervised_table(curve: dict) -> str:
+    """k, mean test AUROC over draws [range over draws], median draw [95 % CI], per type (mean over draws)."""
+    points = sorted(curve.values(), key=lambda p: p["k"])
+    kinds = sorted(points[0]["per_type_mean"])
+    rows = [[str(p["k"]), str(p["draws"]), f"{p['auroc_mean']:.3f} [{p['draw_range'][0]:.3f}, {p['draw_range'][1]:.3f}]",
+             _ci({"value": p["median_draw"]["auroc"], "ci95": p["median_draw"]["ci95"]})]
+            + [f"{p['per_type_mean'][k]:.2f}" for k in kinds] for p in points]
+    return md_table(["k", "draws", "test AUROC, mean [range over draws]", "median draw [95 % CI]", *kinds], rows)

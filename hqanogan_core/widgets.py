@@ -74,10 +74,14 @@ def explorer_states(method, images: np.ndarray, masks: np.ndarray | None, titles
     from hqanogan_core.explore import latent_view
     from hqanogan_core.localisation import dice
 
+    from hqanogan_core.data.splits import to_model_input
+
     choices = repair_choices(method.pipe.G.num_ws)
+    restoration = method.scorer.restore(to_model_input(np.asarray(images, np.float32), method.pipe.resolution))
     panels, binary, dices = [[] for _ in images], [[] for _ in images], [[] for _ in images]
     for label, slots in choices.items():
-        view = latent_view(method, images, repair_slots=None if slots is None or isinstance(slots, str) else slots)
+        view = latent_view(method, images, repair_slots=None if slots is None or isinstance(slots, str) else slots,
+                           restoration=restoration)
         amaps = view["map" if slots is None else "map_repaired"]
         for i in range(len(images)):
             mask = None if masks is None else masks[i]

@@ -159,3 +159,21 @@ def test_encoder_ablation_trains_evaluates_and_caches(shipped, tmp_path):
     # a cached run longer than asked for is not this variant: it is retrained
     short = run_encoder_ablation(G, D, shipped["data"], tmp_path, **{**kw, "steps": 1})
     assert short["single w"]["log"][-1]["step"] == 1
+
+
+def test_score_cli_takes_a_score_config(shipped, tmp_path, capsys):
+    """`--set hqanogan.score={...}` changes the configuration: only its terms are computed and combined."""
+    out = tmp_path / "scores.csv"
+    code = main(["score", "--run", str(shipped["enc"]), "--data", str(shipped["data"]), "--out", str(out),
+                 "--set", 'hqanogan.score={"terms": ["perceptual", "image_residual"], "aggregation": "max", '
+                          '"combine": "max", "refine_steps": 0}'])
+    assert code == 0, capsys.readouterr().err
+    rows = list(csv.DictReader(open(out)))
+    assert {k for k in rows[0] if k not in ("image", "anomaly_type", "gt_label")} == {
+        "pred_score", "perceptual", "image_residual", "z_perceptual", "z_image_residual"}
+    for r in rows:
+        assert float(r["pred_score"]) == pytest.approx(max(float(r["z_perceptual"]), float(r["z_image_residual"])),
+                                                       rel=1e-5, abs=1e-5)
+    bad = main(["score", "--run", str(shipped["enc"]), "--data", str(shipped["data"]), "--out", str(out),
+                "--set", 'hqanogan.score={"terms": ["nope"]}'])
+    assert bad == 2 and "unknown score terms ['nope']" in capsys.readouterr().err

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from hqanogan_core import metrics, score_study as st
 from hqanogan_core.methods.hqanogan import DEFAULT_SCORE
@@ -39,11 +40,12 @@ def test_term_weights_follow_the_labels_and_fall_back_to_the_prior():
     assert np.all(np.isfinite(w_free))
 
 
-def test_study_on_the_tiny_pipeline_chooses_on_validation(shipped, monkeypatch):
+def test_study_on_the_tiny_pipeline_chooses_on_validation(shipped, monkeypatch, tmp_path):
     from hqanogan_core.data.splits import load_split
     from hqanogan_core.pipeline import load_pipeline
     from tests.test_encoder_train import tiny_percep
 
+    monkeypatch.setenv("HQANOGAN_CACHE", str(tmp_path))
     monkeypatch.setattr(st, "REFINE_CANDIDATES", (0, 3))
     monkeypatch.setattr(st, "K_LABELS", (0, 2))
     monkeypatch.setattr(st, "DRAWS", 3)
@@ -70,3 +72,41 @@ def test_shipped_study_chose_the_default_score():
     """DEFAULT_SCORE is data: it must be what the shipped study chose on the validation split."""
     doc = json.loads((st.default_study_path() / "results.json").read_text())
     assert ScoreConfig.from_dict(doc["report"]["chosen"]["config"]) == DEFAULT_SCORE
+
+
+def test_supervised_ceiling_never_trains_on_a_benchmark_seed():
+    from hqanogan_core.train.supervised import labelled_phantoms, train_classifier
+
+    with pytest.raises(ValueError, match="phantom seed 0 may be a benchmark's"):
+        labelled_phantoms(32, 2, 1, seed=0)
+    images, labels, types = labelled_phantoms(32, 6, 2, seed=1000)
+    assert images.shape == (16, 32, 32) and labels.sum() == 10 and set(types) == {"good", "nodule", "consolidation",
+                                                                                  "effusion", "cardiomegaly", "pneumothorax"}
+    net, log = train_classifier(images, labels, steps=30, batch=8, width=4, log_every=10)
+    assert log[-1]["step"] == 30 and log[-1]["loss"] < log[0]["loss"] * 1.5
+    with torch.no_grad():
+        assert net(torch.from_numpy(images[:, None] * 2 - 1)).shape == (16,)
+
+
+def test_shipped_refined_codes_reproduce():
+    """The shipped refinements are what refining those images again gives (3 of them, checked here)."""
+    from hqanogan_core import checkpoint as ckpt
+    from hqanogan_core.data.splits import load_split, to_model_input
+    from hqanogan_core.data.default import phantom_dataset
+    from hqanogan_core.pipeline import REFINED_FOLDER, load_pipeline
+    from hqanogan_core.paths import data_dir
+    from hqanogan_core.project import refine
+    from hqanogan_core.recon import encode_images
+    from hqanogan_core.scores import RefinedCodes, refine_namespace
+
+    pipe = load_pipeline()
+    file = data_dir() / "pretrained" / REFINED_FOLDER / f"refined-{refine_namespace(pipe.G, pipe.E, DEFAULT_SCORE)}.safetensors"
+    assert file.is_file(), f"{file} is not shipped for the default score (python -m hqanogan_core ship-refined ...)"
+    stored = RefinedCodes(refine_namespace(pipe.G, pipe.E, DEFAULT_SCORE), read_from=[file.parent])
+    x = to_model_input(load_split(phantom_dataset(), "test").images[:3], pipe.G.resolution)
+    keys = [RefinedCodes.key(im) for im in x]
+    assert all(k in stored.codes for k in keys), "the shipped codes do not cover the test split"
+    ws0, _ = encode_images(pipe.G, pipe.E, x)
+    fresh, _ = refine(pipe.G, x, ws0, steps=DEFAULT_SCORE.refine_steps, lr=DEFAULT_SCORE.refine_lr)
+    torch.testing.assert_close(fresh, torch.stack([stored.codes[k] for k in keys]), rtol=0, atol=1e-3)
+    assert ckpt.read_meta(file)["keys"]

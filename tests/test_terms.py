@@ -148,3 +148,30 @@ def test_refinement_fits_normals_closer_and_keeps_the_encoder_codes():
     with_prior = tiny_scorer(terms.ScoreConfig(terms=("image_residual",), refine_steps=5, refine_prior=1.0))
     with pytest.raises(RuntimeError, match="fit the scorer first"):
         with_prior.restore(test)
+
+
+def test_refined_codes_are_stored_by_image_and_reused(tmp_path):
+    scorer = tiny_scorer(terms.ScoreConfig(terms=("image_residual",), refine_steps=4, refine_lr=0.05))
+    scorer.refined = scores.RefinedCodes("ns", read_from=[tmp_path], write_to=tmp_path)
+    test = phantom_like(5, seed=2)
+    ws, first = scorer.restore(test[:3])
+    assert len(scorer.refined.codes) == 3 and (tmp_path / "refined-ns.safetensors").is_file()
+    calls = []
+    original = scores.refine
+
+    def counting(G, images, *a, **k):
+        calls.append(len(images))
+        return original(G, images, *a, **k)
+
+    scores.refine = counting
+    try:
+        fresh = scores.RefinedCodes("ns", read_from=[tmp_path], write_to=tmp_path)     # read back from the file
+        scorer.refined = fresh
+        _, again = scorer.restore(test)
+    finally:
+        scores.refine = original
+    assert calls == [2]                                      # only the two new images were refined
+    torch.testing.assert_close(again[:3], first, rtol=0, atol=1e-6)
+    scorer.refined = None                                    # without the store: the same restorations
+    _, direct = scorer.restore(test)
+    torch.testing.assert_close(direct, again, rtol=0, atol=1e-5)

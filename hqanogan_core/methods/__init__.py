@@ -45,7 +45,6 @@ FAMILIES = {
     "one-class": ["deepsvdd", "deepsad"],
     "self-supervised": ["cutpaste", "anatpaste"],
     "pretrained features": ["gaussian_ad", "padim", "patchcore"],
-    "ceiling (supervised)": ["supervised"],
 }
 
 # what `--methods all` runs: every anomaly detector (the supervised ceiling trains on labelled phantoms

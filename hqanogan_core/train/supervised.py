@@ -59,5 +59,5 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, steps: int = 1500, 
         loss.backward()
         opt.step()
         if step % log_every == 0 or step == steps:
-            log.append({"step": step, "loss": float(loss), "seconds": time.perf_counter() - t0})
+            log.append({"step": step, "loss": loss.item(), "seconds": time.perf_counter() - t0})
     return net.eval(), log

@@ -181,10 +181,13 @@ class HQAnoGANScorer:
 
         stored = self.refined if self.refined is not None and prior is None else None
         codes = stored.restore(images, compute) if stored is not None else compute(np.arange(len(images)))
-        with torch.no_grad():
-            rec = torch.cat([self.G.synthesis(codes[i:i + self.batch].to(self.device), noise_mode="const").cpu()
-                             for i in range(0, len(codes), self.batch)]).clamp(-1, 1)
-        return ws, rec
+        return ws, self.synthesise(codes)
+
+    @torch.no_grad()
+    def synthesise(self, ws: torch.Tensor) -> torch.Tensor:
+        """G(ws) [N, C, H, W] on the CPU, clamped to [-1, 1] (constant noise) for codes ws [N, L, D]."""
+        return torch.cat([self.G.synthesis(ws[i:i + self.batch].to(self.device), noise_mode="const").cpu()
+                          for i in range(0, len(ws), self.batch)]).clamp(-1, 1)
 
     @torch.no_grad()
     def terms(self, images: torch.Tensor, names=None, config: ScoreConfig | None = None

@@ -252,17 +252,26 @@ class Evidence:
     def residual_map(self, sigma: float) -> np.ndarray:
         return self._once(("residual_map", sigma), lambda: smooth(self.residual(), sigma))
 
-    def perceptual(self, spatial: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """(distance [N], map [N, H, W] or None): the map is computed only when asked for."""
-        if ("perceptual", True) in self._cache or spatial:
-            return self._once(("perceptual", True), lambda: self._perceptual(True))
-        return self._once(("perceptual", False), lambda: self._perceptual(False))
+    def encoder_rec(self) -> torch.Tensor:
+        """G(E(x)) [N, C, H, W], the encoder's one-pass restoration, also when `rec` is a refined one."""
+        if self.nets.config.refine_steps == 0:
+            return self.rec
+        return self._once("encoder_rec", lambda: self.nets.synthesise(self.ws))
 
-    def _perceptual(self, spatial: bool):
+    def perceptual(self, spatial: bool, encoder: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(distance [N], map [N, H, W] or None) between x and `rec` (or, with `encoder`, G(E(x))): the map
+        is computed only when asked for."""
+        which = "encoder" if encoder and self.nets.config.refine_steps else "rec"
+        if ("perceptual", which, True) in self._cache or spatial:
+            return self._once(("perceptual", which, True), lambda: self._perceptual(True, which))
+        return self._once(("perceptual", which, False), lambda: self._perceptual(False, which))
+
+    def _perceptual(self, spatial: bool, which: str):
         percep, b, dev = self.nets.percep, self.nets.batch, self.nets.device
+        rec = self.encoder_rec() if which == "encoder" else self.rec
         dists, maps = [], []
         for i in range(0, len(self.x), b):
-            out = percep(self.x[i:i + b].to(dev), self.rec[i:i + b].to(dev), spatial=spatial)
+            out = percep(self.x[i:i + b].to(dev), rec[i:i + b].to(dev), spatial=spatial)
             dist, dmap = out if spatial else (out, None)
             dists.append(dist.cpu())
             if spatial:
@@ -311,10 +320,12 @@ def _image_residual(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
     return _map_value(ev.residual_map, cfg)
 
 
-def _perceptual(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
-    if cfg.aggregation == "mean":
-        return ev.perceptual(spatial=False)[0].astype(np.float64)
-    return _map_value(lambda s: smooth(ev.perceptual(spatial=True)[1], s), cfg)
+def _perceptual_against(encoder: bool) -> Callable[[Evidence, ScoreConfig], np.ndarray]:
+    def compute(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
+        if cfg.aggregation == "mean":
+            return ev.perceptual(spatial=False, encoder=encoder)[0].astype(np.float64)
+        return _map_value(lambda s: smooth(ev.perceptual(spatial=True, encoder=encoder)[1], s), cfg)
+    return compute
 
 
 def _feature_residual(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
@@ -343,7 +354,11 @@ def _repair_residual(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
 
 TERMS: dict[str, Term] = {
     "image_residual": Term(_image_residual, (), True, "|x - G(E(x))| aggregated over the image"),
-    "perceptual": Term(_perceptual, ("percep",), True, "LPIPS-style distance (or its map, aggregated)"),
+    "perceptual": Term(_perceptual_against(False), ("percep",), True,
+                       "LPIPS-style distance between x and its restoration (or its map, aggregated)"),
+    "perceptual_encoder": Term(_perceptual_against(True), ("percep",), True,
+                               "perceptual, against the encoder's one-pass G(E(x)) even when the restoration "
+                               "is refined (refinement also fits some findings' texture)"),
     "feature_residual": Term(_feature_residual, ("D",), False, "D's penultimate-feature residual (f-AnoGAN izi_f)"),
     "discriminator_blocks": Term(lambda ev, cfg: ev.blocks().mean(axis=1).astype(np.float64), ("D",), False,
                                  "D's feature residual after every block, each relative to its energy, averaged"),

@@ -88,6 +88,34 @@ def test_supervised_ceiling_never_trains_on_a_benchmark_seed():
         assert net(torch.from_numpy(images[:, None] * 2 - 1)).shape == (16,)
 
 
+def test_ceiling_max_pooling_keeps_a_one_cell_response_the_mean_divides():
+    """SmallCNN's pooling: the same features, one cell lit; max pooling passes it whole, the mean divides it
+    by the number of cells of the last map (4 x 4 at 64 px)."""
+    from hqanogan_core.nets.classifier import SmallCNN
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, value):
+            super().__init__()
+            self.value = value
+
+        def forward(self, x):
+            return self.value
+
+    feats = torch.zeros(1, 128, 4, 4)
+    feats[0, :, 1, 2] = 1.0
+    outs = {}
+    for pool in ("mean", "max"):
+        net = SmallCNN(64, 16, pool=pool)
+        net.features = Fixed(feats)                         # the conv stack replaced by fixed features
+        with torch.no_grad():
+            net.head.weight.fill_(1.0)
+            net.head.bias.zero_()
+            outs[pool] = net(torch.zeros(1, 1, 64, 64)).item()
+    assert outs["max"] == pytest.approx(128.0) and outs["mean"] == pytest.approx(128.0 / 16)
+    with pytest.raises(ValueError, match="pool must be 'mean' or 'max'"):
+        SmallCNN(64, 16, pool="sum")
+
+
 def test_shipped_refined_codes_reproduce():
     """The shipped refinements are what refining those images again gives (3 of them, checked here)."""
     from hqanogan_core import checkpoint as ckpt

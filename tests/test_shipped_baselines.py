@@ -79,7 +79,8 @@ def test_all_shipped_baselines_together_are_small():
     assert sum(sizes.values()) < ALL_SHIPPED_LIMIT
 
 
-STORED = ["anogan", "hqanogan", "hqanogan_repair", "gaussian_ad", "padim", "patchcore"]     # data/pretrained/results64/<name>
+# data/pretrained/results64/<name>
+STORED = ["anogan", "hqanogan", "hqanogan_repair", "gaussian_ad", "padim", "patchcore", "supervised"]
 
 
 def test_every_stored_result_is_listed():

@@ -150,6 +150,24 @@ def test_refinement_fits_normals_closer_and_keeps_the_encoder_codes():
         with_prior.restore(test)
 
 
+def test_perceptual_encoder_compares_with_the_one_pass_restoration():
+    """perceptual_encoder is perceptual when nothing is refined, and the distance to G(E(x)) (not to the
+    refined restoration) when something is."""
+    cfg = dict(terms=("perceptual", "perceptual_encoder"), aggregation="max", map_sigma=1.0)
+    plain = tiny_scorer(terms.ScoreConfig(**cfg))
+    refined = tiny_scorer(terms.ScoreConfig(**cfg, refine_steps=10, refine_lr=0.05))
+    refined.G, refined.E, refined.D, refined.percep = plain.G, plain.E, plain.D, plain.percep
+    test = phantom_like(4, seed=3)
+    a = plain.terms_of(scores.Evidence(plain, test))
+    np.testing.assert_array_equal(a["perceptual"], a["perceptual_encoder"])
+    ev = scores.Evidence(refined, test)
+    b = refined.terms_of(ev)
+    np.testing.assert_allclose(b["perceptual_encoder"], a["perceptual"], rtol=1e-5)    # G(E(x)) again
+    assert not np.allclose(b["perceptual"], b["perceptual_encoder"])
+    _, one_pass = plain.encode(test)
+    torch.testing.assert_close(ev.encoder_rec(), one_pass, rtol=0, atol=1e-6)
+
+
 def test_refined_codes_are_stored_by_image_and_reused(tmp_path):
     scorer = tiny_scorer(terms.ScoreConfig(terms=("image_residual",), refine_steps=4, refine_lr=0.05))
     scorer.refined = scores.RefinedCodes("ns", read_from=[tmp_path], write_to=tmp_path)

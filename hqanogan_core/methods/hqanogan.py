@@ -27,7 +27,8 @@ REPAIR_DEFAULT = {"mode": "shrink", "quantile": 0.99, "target_quantile": None}
 
 # the default score, as chosen on the validation split (`score_study` re-runs the choice; a test checks
 # that the shipped study chose this)
-DEFAULT_SCORE = ScoreConfig()
+DEFAULT_SCORE = ScoreConfig(terms=("image_residual", "perceptual_encoder"), aggregation="max", map_sigma=2.0,
+                            refine_steps=50)
 
 
 def score_config(score: ScoreConfig | dict | None) -> ScoreConfig:

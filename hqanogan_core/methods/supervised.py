@@ -22,9 +22,9 @@ class SupervisedCeiling(Method):
     name = "supervised"
 
     def __init__(self, seed: int = 0, phantom_seed: int = 1000, n_normal: int = 2000, n_per_type: int = 400,
-                 steps: int = 1500, width: int = 16):
+                 steps: int = 1500, width: int = 16, pool: str = "max"):
         self.seed, self.phantom_seed, self.n_normal, self.n_per_type = seed, phantom_seed, n_normal, n_per_type
-        self.steps, self.width = steps, width
+        self.steps, self.width, self.pool = steps, width, pool
         self.net = None
         self.train_seconds = 0.0
         self.render_seconds = 0.0
@@ -34,7 +34,8 @@ class SupervisedCeiling(Method):
         t0 = time.perf_counter()
         images, labels, _ = labelled_phantoms(resolution, self.n_normal, self.n_per_type, self.phantom_seed)
         self.render_seconds = time.perf_counter() - t0
-        self.net, self.log = train_classifier(images, labels, steps=self.steps, width=self.width, seed=self.seed)
+        self.net, self.log = train_classifier(images, labels, steps=self.steps, width=self.width,
+                                             pool=self.pool, seed=self.seed)
         self.train_seconds = time.perf_counter() - t0 - self.render_seconds
         return self
 
@@ -51,7 +52,7 @@ class SupervisedCeiling(Method):
 
     def info(self) -> dict:
         return {"name": self.name, "parameters": n_parameters(self.net), "phantom_seed": self.phantom_seed,
-                "n_normal": self.n_normal, "n_per_type": self.n_per_type, "steps": self.steps,
+                "n_normal": self.n_normal, "n_per_type": self.n_per_type, "steps": self.steps, "pool": self.pool,
                 "render_seconds": self.render_seconds, "train_seconds": self.train_seconds,
                 "labels": "supervised: trained on labelled normal and abnormal phantoms (seed "
                           f"{self.phantom_seed}), an upper bound, not an anomaly detector"}

@@ -37,13 +37,14 @@ def labelled_phantoms(resolution: int, n_normal: int, n_per_type: int, seed: int
 
 
 def train_classifier(images: np.ndarray, labels: np.ndarray, steps: int = 1500, batch: int = 64, lr: float = 1e-3,
-                     width: int = 16, seed: int = 0, log_every: int = 100) -> tuple[SmallCNN, list[dict]]:
+                     width: int = 16, pool: str = "max", seed: int = 0, log_every: int = 100
+                     ) -> tuple[SmallCNN, list[dict]]:
     """Binary cross-entropy with class-balanced batches, Adam, light augmentation (a random shift of up to
     2 px and a brightness scale in [0.95, 1.05] per batch). images [N, R, R] in [0, 1]. -> (net in eval mode, log)"""
     assert images.ndim == 3 and len(images) == len(labels), (images.shape, labels.shape)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = SmallCNN(images.shape[1], width)
+    net = SmallCNN(images.shape[1], width, pool=pool)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     x_all = torch.from_numpy(images * 2 - 1)[:, None]                 # [N, 1, R, R] in [-1, 1]
     pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)

@@ -196,6 +196,18 @@ def restoration_quality(ev: Evidence, split, seconds: float) -> dict:
     return out
 
 
+def refinement_cost(pipe: Pipeline, images: torch.Tensor, config: ScoreConfig) -> float:
+    """Seconds per image to refine `images` [N, C, H, W] from scratch under `config` (nothing read from a
+    store of refined codes): the cost a new image pays."""
+    from .project import refine
+    from .recon import encode_images
+
+    ws, _ = encode_images(pipe.G, pipe.E, images)
+    t0 = time.perf_counter()
+    refine(pipe.G, images, ws, steps=config.refine_steps, lr=config.refine_lr)
+    return (time.perf_counter() - t0) / len(images)
+
+
 def study_key(pipe: Pipeline, data, percep_name: str) -> dict:
     valid, test = load_split(data, "valid"), load_split(data, "test")
     return {"generator_sha256": tensor_digest(pipe.G), "encoder_sha256": tensor_digest(pipe.E),

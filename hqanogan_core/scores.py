@@ -166,10 +166,18 @@ class HQAnoGANScorer:
     def restore(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(encoder codes ws [N, L, D], restored normal [N, C, H, W] in [-1, 1]): G(E(x)), or with
         `config.refine_steps` the encoder-initialised refinement G(w') (`project.refine`)."""
-        ws, rec = self.encode(images)
+        if self.config.refine_steps == 0:
+            return self.encode(images)
+        ws, codes = self.restore_codes(images)
+        return ws, self.synthesise(codes)
+
+    def restore_codes(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(encoder codes ws [N, L, D], the codes the restoration is drawn from [N, L, D]): ws itself, or
+        the refined w' (read from `refined` when stored there)."""
+        ws, _ = self.encode(images)
         c = self.config
         if c.refine_steps == 0:
-            return ws, rec
+            return ws, ws
         prior = self.gaussians if c.refine_prior > 0 else None
         if c.refine_prior > 0 and prior is None:
             raise RuntimeError("refine_prior needs the fitted Gaussians: fit the scorer first")
@@ -180,8 +188,7 @@ class HQAnoGANScorer:
                           lr=c.refine_lr, prior=prior, lambda_prior=c.refine_prior, batch=self.batch)[0]
 
         stored = self.refined if self.refined is not None and prior is None else None
-        codes = stored.restore(images, compute) if stored is not None else compute(np.arange(len(images)))
-        return ws, self.synthesise(codes)
+        return ws, stored.restore(images, compute) if stored is not None else compute(np.arange(len(images)))
 
     @torch.no_grad()
     def synthesise(self, ws: torch.Tensor) -> torch.Tensor:
@@ -254,24 +261,30 @@ class HQAnoGANScorer:
                ws: torch.Tensor | None = None) -> dict[str, np.ndarray]:
         """Latent repair (see `repair`): unusual W+ slots pulled back to normal, then re-synthesised.
 
-        images [N, C, H, W] in [-1, 1]; ws: their codes if already encoded. Slots are unusual above the
-        `quantile` of held-out normals' per-slot distance; "shrink" moves them to the `target_quantile`
-        (default: the same quantile). -> {"repaired" [N, C, H, W] in [-1, 1], "flagged" [N, L] bool,
-        "d2" [N, L] before, "d2_repaired" [N, L] after, "ws", "ws_repaired" [N, L, D]}"""
+        images [N, C, H, W] in [-1, 1]; ws: their encoder codes if already encoded. Slots are unusual when
+        the encoder's code is above the `quantile` of held-out normals' per-slot distance; "shrink" moves
+        them to the `target_quantile` (default: the same quantile). The slots the repair moves replace those
+        slots of the restoration's codes (E(x), or the refined w'): the others keep the restoration, so with
+        nothing moved the repair is the restoration. -> {"repaired" [N, C, H, W] in [-1, 1], "flagged"
+        [N, L] bool, "d2" [N, L] before, "d2_repaired" [N, L] after, "ws", "ws_repaired" [N, L, D]}"""
         if self.held_out_slots is None:
             raise RuntimeError("call fit(train, held_out) before repair()")
-        ws = self.encode(images)[0] if ws is None else ws
+        if ws is None or self.config.refine_steps:
+            ws_enc, codes = self.restore_codes(images)
+            ws = ws_enc if ws is None else ws
+        else:
+            codes = ws
         ws_np = ws.cpu().numpy()
         d2 = latent_mahalanobis(ws_np, self.gaussians)
         thresholds = slot_thresholds(self.held_out_slots, quantile)
         target = None if target_quantile is None else slot_thresholds(self.held_out_slots, target_quantile)
         fixed, flagged = repair_codes(ws_np, d2, thresholds, self.gaussians.means.astype(ws_np.dtype), mode=mode,
                                       target=target, bank=self.code_bank, k=k, flagged=flagged)
-        fixed_t = torch.from_numpy(fixed)
-        repaired = torch.cat([self.G.synthesis(fixed_t[i:i + self.batch].to(self.device), noise_mode="const").cpu()
-                              for i in range(0, len(fixed_t), self.batch)]).clamp(-1, 1)
+        moved = flagged & (fixed != ws_np).any(axis=2)                          # [N, L]
+        drawn = np.where(moved[..., None], fixed, codes.cpu().numpy())          # [N, L, D]
+        repaired = self.synthesise(torch.from_numpy(drawn))
         return {"repaired": repaired.numpy(), "flagged": flagged, "d2": d2,
-                "d2_repaired": latent_mahalanobis(fixed, self.gaussians), "ws": ws_np, "ws_repaired": fixed}
+                "d2_repaired": latent_mahalanobis(fixed, self.gaussians), "ws": ws_np, "ws_repaired": drawn}
 
     def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         """The configured raw terms, their z-scores (`z_<term>`) and the combined `hqanogan` score, each [N].

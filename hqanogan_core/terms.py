@@ -13,8 +13,9 @@ per image. For an image x with code w = E(x) and restoration x_hat = G(w):
     latent_coarse / latent_middle / latent_fine   the same, over one group of slots (`style_split`)
     latent_l<k>         one slot (diagnostics; always reported with the latent terms: they cost nothing)
     cycle               mean ||E(x_hat) - w||^2 over slots
-    repair_residual     |x - G(repair(w))| aggregated: the residual left once the unusual slots are pulled
-                        back to normal (`repair`, shrink at the 0.99 quantile) - a map term
+    repair_residual     |x - G(repaired code)| aggregated: the residual left once the unusual slots of w are
+                        pulled back to normal (`repair`, shrink at the 0.99 quantile; the other slots are the
+                        restoration's) - a map term
 
 A *map term* is a per-pixel map made one number by `ScoreConfig.aggregation`: the mean over the image
 (the global residual), the mean of its highest `top_percent` % pixels, or its maximum, each after the
@@ -369,7 +370,7 @@ TERMS: dict[str, Term] = {
     "latent_fine": Term(_slot_group(2), ("gaussians",), False, "latent, fine slots only"),
     "cycle": Term(_cycle, (), False, "mean ||E(G(E(x))) - E(x)||^2"),
     "repair_residual": Term(_repair_residual, ("gaussians",), True,
-                            "|x - G(repair(E(x)))| aggregated (unusual slots pulled back first)"),
+                            "|x - G(repaired code)| aggregated (unusual slots of E(x) pulled back first)"),
 }
 
 

@@ -352,7 +352,7 @@ def test_explain_writes_a_self_contained_report(shipped, tmp_path, cache):
     score = float(method.score(read_grayscale(image)[None])["pred_score"][0])
     assert facts["score"] == pytest.approx(score, rel=1e-5)
     assert facts["percentile"] == score_percentile(facts["score"], method.scorer.held_out_scores())
-    assert len(list((cache / "scorers").glob("*.safetensors"))) == 1
+    assert len(list((cache / "scorers").glob("scorer-*.safetensors"))) == 1
 
 
 def test_cli_explain_errors_and_success(shipped, tmp_path, cache, capsys):

@@ -168,6 +168,23 @@ def test_perceptual_encoder_compares_with_the_one_pass_restoration():
     torch.testing.assert_close(ev.encoder_rec(), one_pass, rtol=0, atol=1e-6)
 
 
+def test_repair_of_a_refined_restoration_keeps_its_usual_slots():
+    """With refinement, repair replaces only the flagged slots of the refined code: nothing flagged gives
+    the restoration itself, and the unflagged slots of a repaired code are the refined ones."""
+    scorer = tiny_scorer(terms.ScoreConfig(terms=("image_residual",), refine_steps=8, refine_lr=0.05))
+    scorer.fit(phantom_like(16, seed=0), phantom_like(8, seed=1))
+    test = phantom_like(3, seed=4)
+    ws, codes = scorer.restore_codes(test)
+    _, restored = scorer.restore(test)
+    none = scorer.repair(test, flagged=np.zeros(ws.shape[:2], bool))
+    np.testing.assert_allclose(none["repaired"], restored.numpy(), atol=1e-6)
+    chosen = np.zeros(ws.shape[:2], bool)
+    chosen[:, 0] = True
+    out = scorer.repair(test, flagged=chosen)
+    np.testing.assert_array_equal(out["ws_repaired"][:, 1:], codes.numpy()[:, 1:])
+    assert not np.allclose(out["ws_repaired"][:, 0], codes.numpy()[:, 0])
+
+
 def test_refined_codes_are_stored_by_image_and_reused(tmp_path):
     scorer = tiny_scorer(terms.ScoreConfig(terms=("image_residual",), refine_steps=4, refine_lr=0.05))
     scorer.refined = scores.RefinedCodes("ns", read_from=[tmp_path], write_to=tmp_path)

@@ -108,12 +108,13 @@ class HQAnoGAN(Method):
 
 
 class HQAnoGANRepair(HQAnoGAN):
-    """HQ-AnoGAN whose restoration is the latent repair of G(E(x)) (`scores.HQAnoGANScorer.repair`): the
-    W+ slots unusual for normals pulled back, the rest kept. Same image score as `hqanogan`; the map is
+    """HQ-AnoGAN whose restoration is latent repair (`scores.HQAnoGANScorer.repair`): the W+ slots of E(x)
+    unusual for normals pulled back, the other slots kept from the score's restoration (E(x), or its
+    refinement). Same image score as `hqanogan`; the map is
     |x - G(repaired)|. Options: `repair` = {mode, quantile, target_quantile, k} (default REPAIR_DEFAULT)."""
 
     name = "hqanogan_repair"
-    map_description = "Gaussian-smoothed |x - G(repair(E(x)))| per pixel, x in [-1, 1]"
+    map_description = "Gaussian-smoothed |x - G(repaired code)| per pixel, x in [-1, 1]"
 
     def __init__(self, run=None, encoder=None, seed: int = 0, device="cpu", score: ScoreConfig | dict | None = None,
                  repair: dict | None = None):
@@ -125,7 +126,7 @@ class HQAnoGANRepair(HQAnoGAN):
         return {**super().info(), "repair": self.repair}
 
     def repaired(self, images: np.ndarray) -> np.ndarray:
-        """G(repaired E(x)) in [-1, 1] at the model's resolution, [N, 1, R, R] (kept for the same images)."""
+        """G(repaired code) in [-1, 1] at the model's resolution, [N, 1, R, R] (kept for the same images)."""
         if self.scorer is None:
             raise RuntimeError("call fit() before repairing (the thresholds come from held-out normals)")
         if self._repaired is None or self._repaired[0] is not images:

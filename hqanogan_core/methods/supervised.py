@@ -20,6 +20,7 @@ from .base import Method, check_images, n_parameters
 
 class SupervisedCeiling(Method):
     name = "supervised"
+    weights_known_before_fit = True     # fit renders and trains from its options alone (seeded)
 
     def __init__(self, seed: int = 0, phantom_seed: int = 1000, n_normal: int = 2000, n_per_type: int = 400,
                  steps: int = 1500, width: int = 16, pool: str = "max"):

@@ -42,8 +42,8 @@ from .terms import TERMS, ScoreConfig, residual_map
 
 FORMAT = "hqanogan-score-study-v1"
 # candidate terms (and every slot's latent_l<k>, added per generator)
-CANDIDATE_TERMS = ("image_residual", "perceptual", "perceptual_encoder", "feature_residual", "discriminator_blocks", "latent",
-                   "latent_coarse", "latent_middle", "latent_fine", "cycle", "repair_residual")
+CANDIDATE_TERMS = ("image_residual", "perceptual", "perceptual_encoder", "feature_residual", "discriminator_blocks",
+                   "latent", "latent_coarse", "latent_middle", "latent_fine", "cycle", "repair_residual")
 AGGREGATIONS = {"mean": ("mean", 1.0), "top1": ("topk", 1.0), "top5": ("topk", 5.0), "max": ("max", 1.0)}
 REFINE_CANDIDATES = (0, 50)                 # refine_steps: G(E(x)), and 50 steps of pixel-MSE refinement in W+
 SIGMA_CANDIDATES = (0.5, 1.0, 2.0, 3.0)

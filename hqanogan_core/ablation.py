@@ -284,24 +284,23 @@ REPAIR_CONFIGS = [{"mode": mode, "quantile": q, "target_quantile": t}
 
 
 def repair_sweep(method, valid, configs=None, fpr_limit: float = 0.3) -> list[dict]:
-    """Every latent-repair setting judged on the validation split by the AUPRO of its map |x - G(repaired)|,
-    next to the plain map (first row, config None). method: a fitted HQ-AnoGAN; valid: SplitArrays with masks.
+    """Every latent-repair setting judged on the validation split by the AUPRO of its map (the scorer's anomaly
+    map with G(repaired) as the restoration), next to the plain map (first row, config None). method: a fitted HQ-AnoGAN; valid: SplitArrays with masks.
     -> [{"config", "aupro", "pixel_auroc", "flagged_normal", "flagged_abnormal", "latent_kept"}] where the
     flagged fractions are of slots, and latent_kept is the abnormal images' latent term after / before."""
     from .metrics import aupro, pixel_auroc
-    from .scores import residual_map
+    from .terms import Evidence
 
     scorer = method.scorer
     x = to_model_input(valid.images, method.pipe.resolution)
-    ws, rec = scorer.restore(x)             # the score's restoration: the map every repair is compared with
-    x_np = x.numpy().mean(axis=1)
+    ev = Evidence(scorer, x)                # the score's restoration: the map every repair is compared with
     abnormal = valid.labels == 1
-    plain = residual_map(x_np, rec.numpy().mean(axis=1), scorer.map_sigma)
+    plain = scorer.anomaly_maps(x, ev)
     rows = [{"config": None, "aupro": aupro(plain, valid.masks, fpr_limit), "pixel_auroc": pixel_auroc(plain, valid.masks),
              "flagged_normal": 0.0, "flagged_abnormal": 0.0, "latent_kept": 1.0}]
     for config in configs if configs is not None else REPAIR_CONFIGS:
-        out = scorer.repair(x, ws=ws, **config)
-        amap = residual_map(x_np, out["repaired"].mean(axis=1), scorer.map_sigma)
+        out = scorer.repair(x, ws=ev.ws, **config)
+        amap = scorer.anomaly_maps(x, ev.with_restoration(torch.from_numpy(out["repaired"])))
         rows.append({"config": dict(config), "aupro": aupro(amap, valid.masks, fpr_limit),
                      "pixel_auroc": pixel_auroc(amap, valid.masks),
                      "flagged_normal": float(out["flagged"][~abnormal].mean()),

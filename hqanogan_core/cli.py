@@ -512,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="MVTec-layout folder: fit on train/good, score --split")
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True, help="CSV: one row per image, every score term")
-    p.add_argument("--maps", default=None, help="folder for residual maps (16-bit PNG, see maps.json)")
+    p.add_argument("--maps", default=None, help="folder for anomaly maps (16-bit PNG, see maps.json)")
     p.add_argument("--held-out", type=float, default=None, help="hqanogan: fraction of train normals for standardisation")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)

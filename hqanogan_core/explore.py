@@ -4,7 +4,8 @@
     view["d2"][i]          per-slot squared Mahalanobis distance of image i's W+ code   [L]
     view["band"]           5th / 95th percentile of the same over held-out normals       [2, L]
     view["restored"][i]    G(E(x)) in [0, 1];  view["repaired"][i]  after latent repair  [R, R]
-    view["map"][i], view["map_repaired"][i]   smoothed |x - restoration| (x in [-1, 1])  [R, R]
+    view["map"][i], view["map_repaired"][i]   the scorer's anomaly map, and the same with the repair as the
+                                              restoration (`scores.HQAnoGANScorer.anomaly_maps`)  [R, R]
 
 `repair_slots` chooses which slots are repaired: None = the rule (unusual for normals, `repair.py`, moved
 back to the threshold), or a bool mask [L] / [N, L] (a reader's own choice; "shrink" then moves each chosen
@@ -14,11 +15,12 @@ groups. The explorer widgets and the `explain` report are drawn from this one fu
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .data.splits import to_model_input
 from .methods.hqanogan import REPAIR_DEFAULT
 from .nets.psp import style_split
-from .scores import residual_map
+from .terms import Evidence
 from .repair import slot_thresholds
 
 
@@ -59,9 +61,10 @@ def latent_view(method, images: np.ndarray, repair_slots: np.ndarray | None = No
     rep = scorer.repair(x, ws=ws, flagged=flagged, **config)
     x_np, rec_np = x.numpy().mean(axis=1), rec.numpy().mean(axis=1)                 # [N, R, R] in [-1, 1]
     repaired = rep["repaired"].mean(axis=1)
+    ev = Evidence(scorer, x, ws, rec)
     return {"input": (x_np + 1) / 2, "restored": (rec_np + 1) / 2, "repaired": (repaired + 1) / 2,
-            "map": residual_map(x_np, rec_np, scorer.map_sigma),
-            "map_repaired": residual_map(x_np, repaired, scorer.map_sigma),
+            "map": scorer.anomaly_maps(x, ev),
+            "map_repaired": scorer.anomaly_maps(x, ev.with_restoration(torch.from_numpy(rep["repaired"]))),
             "d2": rep["d2"], "d2_repaired": rep["d2_repaired"], "flagged": rep["flagged"],
             "band": np.percentile(scorer.held_out_slots, [5, 95], axis=0),
             "threshold": slot_thresholds(scorer.held_out_slots, config["quantile"]),

@@ -81,7 +81,7 @@ def explain(image_path, out, run=None, data=None) -> dict:
              **verdict_rule, "n_valid": int(len(valid.labels)), "terms": terms,
              "flagged_slots": np.flatnonzero(view["flagged"][0]).tolist(),
              "repair_quantile": float(view["repair"]["quantile"]), "run": method.pipe.info.get("encoder"),
-             "data": str(data), "score_rule": method.config.describe()}
+             "data": str(data), "score_rule": method.config.describe(), "map_rule": method.config.describe_map()}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(_html(facts, panel, repaired))
     return facts
@@ -118,8 +118,8 @@ images) as the one with the largest sensitivity + specificity &minus; 1: there i
 {100 * f['sensitivity']:.0f} % of abnormal images abnormal and {100 * f['specificity']:.0f} % of normal images
 normal. It is a research tool on this model's data, not a diagnosis.</p>
 <h2>Where</h2>
-<p>Input, restored normal G(E(x)), their difference (bright = changed by the restoration: where the model
-thinks the image departs from normal), and each W+ slot's distance to normal codes (grey band: 5&ndash;95 % of
+<p>Input, restored normal, the anomaly map (bright = where the model thinks the image departs from normal:
+{html.escape(f['map_rule'])}), and each W+ slot's distance to normal codes (grey band: 5&ndash;95 % of
 held-out normals).</p>
 {_img(panel, "input, restoration, map, slot distances")}
 {_repair_section(f, repaired)}

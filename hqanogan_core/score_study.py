@@ -9,7 +9,10 @@ choice, and the semi-supervised variant, reported on the test split.
   2. for every restoration in REFINE_CANDIDATES (G(E(x)), or the encoder-initialised refinement):
      `Evidence` for the held-out normals, the validation and the test split, then every candidate term
      under every aggregation in AGGREGATIONS; each column z-scored by the held-out normals
-  3. map smoothing: the sigma in SIGMA_CANDIDATES with the best validation pixel AUROC of the residual map
+  3. the anomaly map, per restoration (`choose_map`): every non-empty set of MAP_CANDIDATES (each map in units
+     of its held-out normals' pixel std, summed) under every sigma in SIGMA_CANDIDATES; the best validation
+     pixel AUROC wins, ties to fewer maps. Its sigma smooths every map term, and the map itself becomes the
+     candidate column `anomaly_map`
   4. `choose_score`: for every (restoration, aggregation, sum or max) a greedy forward selection of
      equal-weight terms on validation AUROC (a term joins only if it adds at least MIN_GAIN); the best
      validation AUROC wins, ties to fewer terms and less computation
@@ -38,12 +41,14 @@ from .data.splits import load_split, to_model_input
 from .pipeline import Pipeline, fit_scorer, split_held_out
 from .provenance import images_signature, keys_match, tensor_digest
 from .scores import Evidence, fit_standardisation, standardise
-from .terms import TERMS, ScoreConfig, residual_map
+from .terms import ENCODER_MAPS, TERMS, ScoreConfig, fit_map_scales
 
 FORMAT = "hqanogan-score-study-v1"
 # candidate terms (and every slot's latent_l<k>, added per generator)
-CANDIDATE_TERMS = ("image_residual", "perceptual", "perceptual_encoder", "feature_residual", "discriminator_blocks",
-                   "latent", "latent_coarse", "latent_middle", "latent_fine", "cycle", "repair_residual")
+CANDIDATE_TERMS = ("image_residual", "residual_encoder", "perceptual", "perceptual_encoder", "feature_residual",
+                   "discriminator_blocks", "latent", "latent_coarse", "latent_middle", "latent_fine", "cycle",
+                   "repair_residual", "anomaly_map")
+MAP_CANDIDATES = ("image_residual", "residual_encoder", "perceptual", "perceptual_encoder")   # maps the map may sum
 AGGREGATIONS = {"mean": ("mean", 1.0), "top1": ("topk", 1.0), "top5": ("topk", 5.0), "max": ("max", 1.0)}
 REFINE_CANDIDATES = (0, 50)                 # refine_steps: G(E(x)), and 50 steps of pixel-MSE refinement in W+
 SIGMA_CANDIDATES = (0.5, 1.0, 2.0, 3.0)
@@ -58,18 +63,20 @@ def column_name(term: str, aggregation: str) -> str:
     return f"{term}@{aggregation}" if TERMS[term].is_map else term
 
 
-def column_config(column: str, refine_steps: int, sigma: float) -> ScoreConfig:
+def column_config(column: str, refine_steps: int, sigma: float, map_terms=("image_residual",)) -> ScoreConfig:
     """The one-term ScoreConfig that computes `column` ("perceptual@top1", "latent", ...)."""
     term, _, agg = column.partition("@")
     how, top = AGGREGATIONS[agg or "mean"]
-    return ScoreConfig(terms=(term,), aggregation=how, top_percent=top, map_sigma=sigma, refine_steps=refine_steps)
+    return ScoreConfig(terms=(term,), aggregation=how, top_percent=top, map_sigma=sigma, refine_steps=refine_steps,
+                       map_terms=tuple(map_terms))
 
 
-def config_of(choice: dict, sigma: float) -> ScoreConfig:
-    """The ScoreConfig of a `choose_score` result."""
+def config_of(choice: dict, anomaly_map: dict) -> ScoreConfig:
+    """The ScoreConfig of a `choose_score` result under its restoration's `choose_map` result."""
     how, top = AGGREGATIONS[choice["aggregation"]]
     return ScoreConfig(terms=tuple(c.partition("@")[0] for c in choice["columns"]), combine=choice["combine"],
-                       aggregation=how, top_percent=top, map_sigma=sigma, refine_steps=choice["refine_steps"])
+                       aggregation=how, top_percent=top, map_sigma=anomaly_map["sigma"],
+                       refine_steps=choice["refine_steps"], map_terms=tuple(anomaly_map["terms"]))
 
 
 # ----------------------------------------------------------------------------- pure selection math
@@ -215,34 +222,66 @@ def study_key(pipe: Pipeline, data, percep_name: str) -> dict:
             "valid_signature": images_signature(valid.images), "test_signature": images_signature(test.images),
             "train_signature": images_signature(load_split(data, "train").images),
             "terms": list(CANDIDATE_TERMS), "aggregations": list(AGGREGATIONS), "refine": list(REFINE_CANDIDATES),
-            "sigmas": list(SIGMA_CANDIDATES), "min_gain": MIN_GAIN, "ks": list(K_LABELS), "draws": DRAWS,
-            "prior_strength": PRIOR_STRENGTH, "perceptual": percep_name}
+            "sigmas": list(SIGMA_CANDIDATES), "maps": list(MAP_CANDIDATES), "min_gain": MIN_GAIN, "ks": list(K_LABELS),
+            "draws": DRAWS, "prior_strength": PRIOR_STRENGTH, "perceptual": percep_name}
 
 
-def term_columns(scorer, images: torch.Tensor, refine_steps: int, sigma: float, log=print
-                 ) -> tuple[dict[str, np.ndarray], Evidence]:
-    """Every candidate column for `images` under one restoration: ({column: [N]}, the evidence)."""
+def study_evidence(scorer, images: torch.Tensor, refine_steps: int) -> Evidence:
+    """`Evidence` for `images` under one restoration (refined codes from the scorer's store: each image is
+    refined once, see `pipeline.fit_scorer`)."""
     from .paths import cache_dir, data_dir
     from .pipeline import REFINED_FOLDER
     from .scores import RefinedCodes, refine_namespace
 
-    t0 = time.perf_counter()
-    scorer.config = ScoreConfig(terms=("latent",), refine_steps=refine_steps, map_sigma=sigma)
-    if refine_steps:      # the same store as the scorer's (`pipeline.fit_scorer`): each image is refined once
+    scorer.config = ScoreConfig(terms=("latent",), refine_steps=refine_steps)
+    if refine_steps:
         scorer.refined = RefinedCodes(refine_namespace(scorer.G, scorer.E, scorer.config),
                                       read_from=[data_dir() / "pretrained" / REFINED_FOLDER, cache_dir() / "scorers"],
                                       write_to=cache_dir() / "scorers")
-    ev = Evidence(scorer, images)
+    return Evidence(scorer, images)
+
+
+def choose_map(scorer, ev_held: Evidence, ev_valid: Evidence, masks: np.ndarray, seed: int = 0) -> dict:
+    """The anomaly map with the best validation pixel AUROC over every non-empty set of MAP_CANDIDATES (without
+    the maps against G(E(x)) when that is the restoration: they would repeat the others) and every sigma
+    (ties to fewer maps, then the smaller sigma). Sets `scorer.map_scales` to the winner's.
+    -> {"terms", "sigma", "pixel_auroc", "aupro", "scales", "candidates": [{"terms", "sigma", "pixel_auroc"}]}"""
+    from itertools import combinations
+
+    encoder_only = ev_valid.nets.config.refine_steps == 0       # then G(E(x)) is the restoration: no duplicates
+    maps = [m for m in scorer.usable(MAP_CANDIDATES) if not (encoder_only and m in ENCODER_MAPS)]
+    candidates = []
+    for sigma in SIGMA_CANDIDATES:
+        for size in range(1, len(maps) + 1):
+            for terms in combinations(maps, size):
+                cfg = ScoreConfig(terms=("latent",), map_sigma=sigma, map_terms=terms)
+                scorer.map_scales = fit_map_scales(ev_held, cfg)
+                candidates.append({"terms": list(terms), "sigma": sigma, "scales": scorer.map_scales,
+                                   "pixel_auroc": metrics.pixel_auroc(ev_valid.anomaly_map(cfg), masks, seed=seed)})
+    best = max(candidates, key=lambda c: (round(c["pixel_auroc"], 4), -len(c["terms"]), -c["sigma"]))
+    cfg = ScoreConfig(terms=("latent",), map_sigma=best["sigma"], map_terms=tuple(best["terms"]))
+    scorer.map_scales = best["scales"]
+    return {**best, "aupro": metrics.aupro(ev_valid.anomaly_map(cfg), masks, fpr_limit=0.3),
+            "candidates": [{k: c[k] for k in ("terms", "sigma", "pixel_auroc")} for c in candidates]}
+
+
+def term_columns(scorer, ev: Evidence, anomaly_map: dict, log=print) -> dict[str, np.ndarray]:
+    """Every candidate column for the images of `ev` under its restoration and the chosen anomaly map
+    (`choose_map`: its sigma smooths every map term): {column: [N]}."""
+    t0 = time.perf_counter()
+    refine_steps, sigma, map_terms = scorer.config.refine_steps, anomaly_map["sigma"], tuple(anomaly_map["terms"])
+    scorer.config = ScoreConfig(terms=("latent",), refine_steps=refine_steps, map_sigma=sigma, map_terms=map_terms)
+    scorer.map_scales = anomaly_map["scales"]
     cols = {}
-    for term in CANDIDATE_TERMS:
+    for term in scorer.usable(CANDIDATE_TERMS):
         for agg in (AGGREGATIONS if TERMS[term].is_map else ["mean"]):
-            cfg = column_config(column_name(term, agg), refine_steps, sigma)
+            cfg = column_config(column_name(term, agg), refine_steps, sigma, map_terms)
             cols[column_name(term, agg)] = scorer.terms_of(ev, (term,), cfg)[term]
     for k in range(ev.ws.shape[1]):                                   # every W+ slot on its own
         cols[f"latent_l{k}"] = ev.slot_distances()[:, k].astype(np.float64)
-    log(f"[score-study] refine {refine_steps}: {len(cols)} columns for {len(images)} images "
+    log(f"[score-study] refine {refine_steps}: {len(cols)} columns for {len(ev.x)} images "
         f"in {time.perf_counter() - t0:.0f} s")
-    return cols, ev
+    return cols
 
 
 def run_score_study(pipe: Pipeline, data, percep=None, seed: int = 0, n_boot: int = 1000, log=print) -> dict:
@@ -256,30 +295,25 @@ def run_score_study(pipe: Pipeline, data, percep=None, seed: int = 0, n_boot: in
                         cache=cache_dir() / "scorers")
     held = x_train[split_held_out(len(x_train), ScoreConfig().held_out_fraction, seed)[1]]
     x_valid, x_test = to_model_input(valid.images, R), to_model_input(test.images, R)
-
-    # map smoothing: chosen on the validation pixel AUROC of the plain residual map
-    _, rec_valid = scorer.encode(x_valid)
-    x_np, rec_np = x_valid.numpy().mean(axis=1), rec_valid.numpy().mean(axis=1)
     has_masks = valid.masks is not None and valid.masks.any()
-    pixel = {str(s): metrics.pixel_auroc(residual_map(x_np, rec_np, s), valid.masks, seed=seed) for s in SIGMA_CANDIDATES} \
-        if has_masks else {}
-    sigma = float(max(pixel, key=pixel.get)) if pixel else ScoreConfig().map_sigma
+    no_masks = {"terms": ["image_residual"], "sigma": ScoreConfig().map_sigma, "scales": None}
 
-    z_valid, z_test, columns, raw_test, restorations = {}, {}, {}, {}, {}
+    z_valid, z_test, columns, restorations, maps = {}, {}, {}, {}, {}
     for r in REFINE_CANDIDATES:
-        held_cols, _ = term_columns(scorer, held, r, sigma, log)
-        stats = fit_standardisation(held_cols)
+        ev_held = study_evidence(scorer, held, r)
         t0 = time.perf_counter()
-        valid_cols, ev_valid = term_columns(scorer, x_valid, r, sigma, log)
+        ev_valid = study_evidence(scorer, x_valid, r)
+        maps[r] = choose_map(scorer, ev_held, ev_valid, valid.masks, seed) if has_masks else no_masks
+        if has_masks:
+            log(f"[score-study] refine {r}: map {' + '.join(maps[r]['terms'])}, sigma {maps[r]['sigma']:g}: "
+                f"validation pixel AUROC {maps[r]['pixel_auroc']:.4f}")
+        stats = fit_standardisation(term_columns(scorer, ev_held, maps[r], log))
+        valid_cols = term_columns(scorer, ev_valid, maps[r], log)
         z_valid[r] = standardise(valid_cols, stats)
         restorations[str(r)] = restoration_quality(ev_valid, valid, time.perf_counter() - t0)
-        if has_masks:
-            maps = residual_map(x_np, ev_valid.rec.numpy().mean(axis=1), sigma)
-            pixel[f"refine{r}"] = metrics.pixel_auroc(maps, valid.masks, seed=seed)
         columns[r] = list(valid_cols)
-        test_cols, _ = term_columns(scorer, x_test, r, sigma, log)
-        raw_test[r] = test_cols
-        z_test[r] = standardise(test_cols, stats)
+        z_test[r] = standardise(term_columns(scorer, study_evidence(scorer, x_test, r), maps[r], log), stats)
+        del ev_held, ev_valid
 
     options = []
     for r in REFINE_CANDIDATES:
@@ -292,7 +326,7 @@ def run_score_study(pipe: Pipeline, data, percep=None, seed: int = 0, n_boot: in
     cost = {r: i for i, r in enumerate(REFINE_CANDIDATES)}
     best = max(options, key=lambda o: (round(o["valid_auroc"], 4), -len(o["columns"]), -cost[o["refine_steps"]],
                                        o["aggregation"] == "mean"))
-    chosen = config_of(best, sigma)
+    chosen = config_of(best, maps[best["refine_steps"]])
 
     def test_scores(cfg_columns, r, how):
         return combined(z_test[r], cfg_columns, how)
@@ -306,7 +340,8 @@ def run_score_study(pipe: Pipeline, data, percep=None, seed: int = 0, n_boot: in
         "previous_default": {"config": PREVIOUS_DEFAULT.to_dict(), "columns": previous,
                              "valid_auroc": metrics.auroc(combined(z_valid[0], previous), valid.labels),
                              "test": auroc_report(combined(z_test[0], previous), test, n_boot, seed)},
-        "options": options, "sigma": sigma, "pixel_auroc_valid": pixel, "restorations": restorations,
+        "options": options, "sigma": chosen.map_sigma, "restorations": restorations,
+        "maps": {str(r): {k: v for k, v in m.items() if k != "scales"} for r, m in maps.items()},
         "columns": {str(r): {c: {"valid": metrics.auroc(z_valid[r][c], valid.labels),
                                  "test": auroc_report(z_test[r][c], test, n_boot, seed)} for c in columns[r]}
                     for r in REFINE_CANDIDATES},

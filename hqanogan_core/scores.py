@@ -6,6 +6,8 @@ The terms themselves, and the `ScoreConfig` that chooses among them, are data in
                            configured term computed on `held_out` normals for its mean and std
     score(images)          only the configured terms, their z-scores (`z_<term>`) and the combined
                            `hqanogan` score: the weighted sum (or max) of the z-scores
+    anomaly_maps(images)   the anomaly map of `config.map_terms` (several: each in units of its held-out
+                           normals' pixel std, `map_scales`, fitted with the rest)
 
 No abnormal label is used anywhere: the z-scores are "how unusual for a normal image". Which terms, which
 aggregation and which weights make the default is chosen on the validation split (`score_study`); the
@@ -23,8 +25,8 @@ from .recon import encode_images
 from .repair import repair_codes, slot_thresholds
 from .project import refine
 from .terms import (DEFAULT_TERMS, Evidence, LatentGaussians, ScoreConfig, block_residuals,  # noqa: F401
-                    compute_terms, discriminator_features, fit_latent_gaussians, latent_mahalanobis, needs,
-                    residual_map, smooth)
+                    compute_terms, discriminator_features, fit_latent_gaussians, fit_map_scales,
+                    latent_mahalanobis, needs, residual_map, smooth)
 
 
 # ----------------------------------------------------------------------------- pure math
@@ -141,6 +143,8 @@ class HQAnoGANScorer:
         self.config = config or ScoreConfig()
         self.gaussians: LatentGaussians | None = None
         self.last_restored: torch.Tensor | None = None
+        self.last_evidence: Evidence | None = None      # of the last score(images): anomaly_maps reuses it
+        self.map_scales: dict[str, float] | None = None   # map term -> held-out normals' pixel std
         self.stats: dict[str, tuple[float, float]] | None = None
         self.held_out_slots: np.ndarray | None = None   # [N_held, L] per-slot distances of held-out normals
         self.code_bank: np.ndarray | None = None        # [M, L, D] training codes (latent repair "retrieve")
@@ -153,7 +157,8 @@ class HQAnoGANScorer:
 
     def usable(self, names) -> list[str]:
         """The terms of `names` whose networks are present (a scorer without D or percep skips theirs)."""
-        present = {"percep": self.percep is not None, "D": self.D is not None, "gaussians": True}
+        present = {"percep": self.percep is not None, "D": self.D is not None, "gaussians": True,
+                   "map_scales": self.map_scales is not None or len(self.config.map_terms) == 1}
         return [n for n in names if all(present[k] for k in needs([n]))]
 
     @torch.no_grad()
@@ -221,7 +226,9 @@ class HQAnoGANScorer:
         self.code_bank = ws.numpy()
         ws_held, rec_held = self.restore(held_out)
         self.held_out_slots = latent_mahalanobis(ws_held.numpy(), self.gaussians)   # before any repair term
-        raw = self.terms_of(Evidence(self, held_out, ws_held, rec_held))
+        ev = Evidence(self, held_out, ws_held, rec_held)
+        self.map_scales = fit_map_scales(ev, self.config)          # before the terms: `anomaly_map` needs them
+        raw = self.terms_of(ev)
         self.stats = fit_standardisation(raw)
         self.held_out_raw = raw
         return self
@@ -244,7 +251,7 @@ class HQAnoGANScorer:
                   "held_out_slots": self.held_out_slots, "code_bank": self.code_bank,
                   **{f"held_out.{k}": v for k, v in self.held_out_raw.items()}}
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
-        return tensors, {"stats": self.stats, "config": self.config.to_dict()}
+        return tensors, {"stats": self.stats, "config": self.config.to_dict(), "map_scales": self.map_scales}
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> "HQAnoGANScorer":
         t = {k: v.numpy() for k, v in tensors.items()}
@@ -253,6 +260,7 @@ class HQAnoGANScorer:
         self.held_out_slots, self.code_bank = t["held_out_slots"], t["code_bank"]
         self.held_out_raw = {k.removeprefix("held_out."): v for k, v in t.items() if k.startswith("held_out.")}
         self.stats = {k: (float(v[0]), float(v[1])) for k, v in meta["stats"].items()}
+        self.map_scales = {k: float(v) for k, v in meta["map_scales"].items()}
         return self
 
     @torch.no_grad()
@@ -289,22 +297,25 @@ class HQAnoGANScorer:
     def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         """The configured raw terms, their z-scores (`z_<term>`) and the combined `hqanogan` score, each [N].
 
-        The restorations are kept in `last_restored` [N, C, H, W] for `anomaly_maps`."""
+        The evidence (restorations, maps) is kept in `last_evidence` (`last_restored` [N, C, H, W]) for
+        `anomaly_maps`."""
         if self.stats is None:
             raise RuntimeError("call fit(train, held_out) before score()")
-        raw, _, rec = self.terms(images)
-        self.last_restored = torch.from_numpy(rec)
+        ev = Evidence(self, images)
+        raw = self.terms_of(ev)
+        self.last_evidence, self.last_restored = ev, ev.rec
         z = standardise(raw, self.stats)
         out = dict(raw)
         out.update({f"z_{k}": v for k, v in z.items()})
         out["hqanogan"] = self.combined(z)
         return out
 
-    def anomaly_maps(self, images: torch.Tensor, restored: torch.Tensor | None = None) -> np.ndarray:
-        """Smoothed |x - x_hat| per pixel (x_hat: `restore`), averaged over channels: [N, H, W].
+    def anomaly_maps(self, images: torch.Tensor, evidence: Evidence | None = None) -> np.ndarray:
+        """The anomaly map of every image [N, H, W] (`config.map_terms`; one term: e.g. the smoothed
+        |x - x_hat| averaged over channels, x_hat from `restore`).
 
-        restored: x_hat if already computed (e.g. `last_restored` after `score(images)`)."""
-        rec = restored if restored is not None else self.restore(images)[1]
-        assert rec.shape == images.shape, (rec.shape, images.shape)
-        x = images.cpu().numpy().mean(axis=1)
-        return residual_map(x, rec.numpy().mean(axis=1), sigma=self.map_sigma)
+        evidence: the images' `Evidence` if already built (`last_evidence` after `score(images)`, or
+        `Evidence.with_restoration` for a repaired restoration)."""
+        ev = evidence if evidence is not None else Evidence(self, images)
+        assert ev.x.shape == images.shape, (ev.x.shape, images.shape)
+        return ev.anomaly_map(self.config)

@@ -4,6 +4,7 @@ Every term is "how badly the model of normal explains this image", higher = more
 per image. For an image x with code w = E(x) and restoration x_hat = G(w):
 
     image_residual      |x - x_hat| per pixel, aggregated over the image           map term
+    residual_encoder    |x - G(E(x))|, the encoder's one-pass restoration even when x_hat is refined  map term
     perceptual          LPIPS-style distance(x, x_hat); its spatial map when aggregated   map term
     feature_residual    mean (f(x) - f(x_hat))^2, f = D's features before its last layer (f-AnoGAN's izi_f)
     discriminator_blocks  the same at the output of every D block, each divided by its mean energy
@@ -16,11 +17,17 @@ per image. For an image x with code w = E(x) and restoration x_hat = G(w):
     repair_residual     |x - G(repaired code)| aggregated: the residual left once the unusual slots of w are
                         pulled back to normal (`repair`, shrink at the 0.99 quantile; the other slots are the
                         restoration's) - a map term
+    anomaly_map         the anomaly map itself (below), aggregated - a map term
 
 A *map term* is a per-pixel map made one number by `ScoreConfig.aggregation`: the mean over the image
 (the global residual), the mean of its highest `top_percent` % pixels, or its maximum, each after the
 Gaussian smoothing `map_sigma`. With "mean" the unsmoothed mean is used (smoothing barely changes a mean)
 and `perceptual` is the LPIPS distance itself.
+
+The **anomaly map** (what localises the finding) is built from the map terms `ScoreConfig.map_terms`: one
+term gives its smoothed map as it is; several are each divided by their `map_scales` (the pixel std of the
+held-out normals' smoothed map of that term, fitted by the scorer) and summed, so every map counts in the
+same unit, "standard deviations of a normal image's pixel".
 
 `Evidence` holds one batch of images and computes each intermediate (codes, restorations, maps, D
 features, slot distances) at most once, only when a requested term needs it; `compute_terms` asks it for
@@ -147,6 +154,8 @@ class ScoreConfig:
     combine             "sum" of the weighted z-scores, or their "max" (an image is as unusual as its most
                         unusual term)
     aggregation         map terms: "mean", "topk" (mean of the top `top_percent` % pixels) or "max"
+    map_terms           the map terms the anomaly map is made of (one: its map; several: each divided by
+                        its held-out normals' pixel std, summed)
     top_percent         for "topk"
     map_sigma           Gaussian smoothing (px) of the anomaly map and of every aggregated map
     held_out_fraction   training normals held out to standardise the terms (the rest fit the Gaussians)
@@ -167,9 +176,13 @@ class ScoreConfig:
     refine_steps: int = 0
     refine_lr: float = 0.01
     refine_prior: float = 0.0
+    map_terms: tuple[str, ...] = ("image_residual",)
 
     def __post_init__(self):
         self.terms = tuple(self.terms)
+        self.map_terms = tuple(self.map_terms)
+        if not self.map_terms or any(t not in MAP_TERMS for t in self.map_terms) or len(set(self.map_terms)) < len(self.map_terms):
+            raise ValueError(f"map_terms must be distinct map terms from {list(MAP_TERMS)}, got {list(self.map_terms)}")
         unknown = [t for t in self.terms if not is_term(t)]
         if unknown or not self.terms:
             raise ValueError(f"unknown score terms {unknown}: known are {sorted(TERMS)} and latent_l<k>"
@@ -194,6 +207,7 @@ class ScoreConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["terms"] = list(self.terms)
+        d["map_terms"] = list(self.map_terms)
         return d
 
     @classmethod
@@ -221,6 +235,18 @@ class ScoreConfig:
             rule += (f"; restorations refined by {self.refine_steps} steps of pixel-MSE optimisation in W+ from E(x)"
                      + (f" under the normal-latent prior (weight {self.refine_prior:g})" if self.refine_prior else ""))
         return rule
+
+    def describe_map(self) -> str:
+        """One phrase: what the anomaly map is."""
+        what = {"image_residual": "|x - x_hat|", "residual_encoder": "|x - G(E(x))|",
+                "perceptual": "the perceptual map of x against x_hat",
+                "perceptual_encoder": "the perceptual map of x against G(E(x))",
+                "repair_residual": "|x - G(repaired code)|"}
+        maps = [what[t] for t in self.map_terms]
+        if len(maps) == 1:
+            return f"{maps[0]} smoothed by sigma {self.map_sigma:g} px"
+        return (f"the sum of {', '.join(maps[:-1])} and {maps[-1]}, each smoothed by sigma {self.map_sigma:g} px "
+                "and divided by its pixel std on held-out normals")
 
 
 # ----------------------------------------------------------------------------- what terms are computed from
@@ -252,6 +278,33 @@ class Evidence:
 
     def residual_map(self, sigma: float) -> np.ndarray:
         return self._once(("residual_map", sigma), lambda: smooth(self.residual(), sigma))
+
+    def encoder_residual(self) -> np.ndarray:
+        """|x - G(E(x))| averaged over channels, unsmoothed [N, H, W] (`residual` when nothing is refined)."""
+        if self.nets.config.refine_steps == 0:
+            return self.residual()
+        return self._once("encoder_residual", lambda: (self.x - self.encoder_rec()).abs().mean(dim=1).numpy())
+
+    def map(self, name: str, sigma: float) -> np.ndarray:
+        """The smoothed per-pixel map of map term `name` [N, H, W]."""
+        if name == "image_residual":
+            return self.residual_map(sigma)
+        return self._once(("map", name, sigma), lambda: smooth(TERMS[name].map(self), sigma))
+
+    def with_restoration(self, rec: torch.Tensor) -> "Evidence":
+        """The same images and codes with another restoration [N, C, H, W] (a repair): what depends only on x
+        and E(x) (slot distances; with a refined restoration also G(E(x)) and the maps against it) is kept."""
+        refined = self.nets.config.refine_steps > 0
+
+        def encoder_only(key) -> bool:
+            if key == "slots":
+                return True
+            return refined and (key in ("encoder_rec", "encoder_residual") or isinstance(key, tuple) and (
+                key[:2] == ("perceptual", "encoder") or (key[0] == "map" and key[1] in ENCODER_MAPS)))
+
+        other = Evidence(self.nets, self.x, self.ws, rec)
+        other._cache = {k: v for k, v in self._cache.items() if encoder_only(k)}
+        return other
 
     def encoder_rec(self) -> torch.Tensor:
         """G(E(x)) [N, C, H, W], the encoder's one-pass restoration, also when `rec` is a refined one."""
@@ -299,6 +352,24 @@ class Evidence:
         """G(repair(w)) averaged over channels, [N, H, W] (shrink at the 0.99 quantile)."""
         return self._once("repaired", lambda: self.nets.repair(self.x, quantile=0.99, ws=self.ws)["repaired"].mean(axis=1))
 
+    def anomaly_map(self, cfg: ScoreConfig) -> np.ndarray:
+        """The anomaly map under `cfg` [N, H, W]: `cfg.map_terms`' smoothed maps, several ones each divided by
+        the scorer's fitted `map_scales` and summed (see the module docstring)."""
+        names = cfg.map_terms
+        if len(names) == 1:
+            return self.map(names[0], cfg.map_sigma)
+        scales = self.nets.map_scales
+        missing = [n for n in names if scales is None or n not in scales]
+        if missing:
+            raise RuntimeError(f"the anomaly map of {list(names)} needs the map scales of {missing}: fit the scorer "
+                               "(held-out normals) first")
+        return sum(self.map(n, cfg.map_sigma) / scales[n] for n in names)
+
+
+def fit_map_scales(ev: Evidence, cfg: ScoreConfig) -> dict[str, float]:
+    """{map term: pixel std of its smoothed map} over held-out normal images `ev`, for `cfg.map_terms`."""
+    return {n: float(ev.map(n, cfg.map_sigma).std() + 1e-12) for n in cfg.map_terms}
+
 
 # ----------------------------------------------------------------------------- the registry
 
@@ -309,6 +380,7 @@ class Term:
     needs: tuple[str, ...]                                      # fitted state / networks: gaussians, percep, D
     is_map: bool                                                # aggregated by ScoreConfig.aggregation
     doc: str
+    map: Callable[[Evidence], np.ndarray] | None = None         # its unsmoothed per-pixel map [N, H, W]
 
 
 def _map_value(maps_of_sigma: Callable[[float], np.ndarray], cfg: ScoreConfig) -> np.ndarray:
@@ -353,13 +425,28 @@ def _repair_residual(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
                      cfg.top_percent)
 
 
+def _residual_encoder(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
+    if cfg.aggregation == "mean":
+        return ev.encoder_residual().mean(axis=(1, 2)).astype(np.float64)
+    return _map_value(lambda s: ev.map("residual_encoder", s), cfg)
+
+
+def _anomaly_map(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
+    return aggregate(ev.anomaly_map(cfg), cfg.aggregation, cfg.top_percent)
+
+
 TERMS: dict[str, Term] = {
-    "image_residual": Term(_image_residual, (), True, "|x - G(E(x))| aggregated over the image"),
+    "image_residual": Term(_image_residual, (), True, "|x - G(E(x))| aggregated over the image",
+                           map=lambda ev: ev.residual()),
+    "residual_encoder": Term(_residual_encoder, (), True, "image_residual against the encoder's one-pass G(E(x)) "
+                             "even when the restoration is refined", map=lambda ev: ev.encoder_residual()),
     "perceptual": Term(_perceptual_against(False), ("percep",), True,
-                       "LPIPS-style distance between x and its restoration (or its map, aggregated)"),
+                       "LPIPS-style distance between x and its restoration (or its map, aggregated)",
+                       map=lambda ev: ev.perceptual(spatial=True)[1]),
     "perceptual_encoder": Term(_perceptual_against(True), ("percep",), True,
                                "perceptual, against the encoder's one-pass G(E(x)) even when the restoration "
-                               "is refined (refinement also fits some findings' texture)"),
+                               "is refined (refinement also fits some findings' texture)",
+                               map=lambda ev: ev.perceptual(spatial=True, encoder=True)[1]),
     "feature_residual": Term(_feature_residual, ("D",), False, "D's penultimate-feature residual (f-AnoGAN izi_f)"),
     "discriminator_blocks": Term(lambda ev, cfg: ev.blocks().mean(axis=1).astype(np.float64), ("D",), False,
                                  "D's feature residual after every block, each relative to its energy, averaged"),
@@ -370,8 +457,13 @@ TERMS: dict[str, Term] = {
     "latent_fine": Term(_slot_group(2), ("gaussians",), False, "latent, fine slots only"),
     "cycle": Term(_cycle, (), False, "mean ||E(G(E(x))) - E(x)||^2"),
     "repair_residual": Term(_repair_residual, ("gaussians",), True,
-                            "|x - G(repaired code)| aggregated (unusual slots of E(x) pulled back first)"),
+                            "|x - G(repaired code)| aggregated (unusual slots of E(x) pulled back first)",
+                            map=lambda ev: np.abs(ev.x.numpy().mean(axis=1) - ev.repaired())),
+    "anomaly_map": Term(_anomaly_map, ("map_scales",), True,
+                        "the anomaly map (`map_terms`, each in held-out normals' pixel std, summed) aggregated"),
 }
+MAP_TERMS = tuple(n for n, t in TERMS.items() if t.map is not None)     # terms an anomaly map can be made of
+ENCODER_MAPS = ("residual_encoder", "perceptual_encoder")               # maps against G(E(x)) alone
 
 
 def is_term(name: str) -> bool:

@@ -190,7 +190,8 @@ def test_static_explorer_structure_and_states(fitted, monkeypatch):
     method, valid = fitted
     pick = [NORMAL, ABNORMAL]
     images, masks = valid.images[pick], valid.masks[pick]
-    thresholds = [0.3, 0.8]
+    plain = latent_view(method, images)["map"][1]                  # thresholds in the map's own units
+    thresholds = [float(np.quantile(plain, 0.9)), float(np.quantile(plain, 0.98))]
     states = explorer_states(method, images, masks, ["normal", "abnormal"], thresholds)
     choices = repair_choices(method.pipe.G.num_ws)
     n_img, n_choice, n_t = len(pick), len(choices), len(thresholds)

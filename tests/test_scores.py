@@ -101,4 +101,4 @@ def test_anomaly_maps_reuse_restorations():
     scorer = scores.HQAnoGANScorer(G, E, D=D, percep=tiny_percep(), batch=8).fit(phantom_like(24), phantom_like(12, 1))
     test = phantom_like(5, seed=2)
     scorer.score(test)
-    np.testing.assert_allclose(scorer.anomaly_maps(test, scorer.last_restored), scorer.anomaly_maps(test), atol=1e-6)
+    np.testing.assert_allclose(scorer.anomaly_maps(test, scorer.last_evidence), scorer.anomaly_maps(test), atol=1e-6)

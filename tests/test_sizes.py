@@ -319,7 +319,7 @@ def test_scorer_256(percep):
         assert v.shape == (3,) and np.all(np.isfinite(v)), name
     np.testing.assert_allclose(sum(out[s] for s in slots), out["latent"], rtol=1e-6)
     assert scorer.last_restored.shape == (3, 1, 256, 256)
-    maps = scorer.anomaly_maps(test, scorer.last_restored)      # [3, 256, 256]
+    maps = scorer.anomaly_maps(test, scorer.last_evidence)      # [3, 256, 256]
     assert maps.shape == (3, 256, 256) and np.all(np.isfinite(maps)) and np.all(maps >= 0)
     np.testing.assert_allclose(scorer.anomaly_maps(test), maps, atol=1e-5)
     rep = scorer.repair(test)

@@ -51,7 +51,10 @@ def test_score_config_checks_and_round_trips():
                          ({"aggregation": "median"}, "unknown aggregation"),
                          ({"combine": "product"}, "unknown combine"),
                          ({"top_percent": 0}, "top_percent"),
-                         ({"held_out_fraction": 1.0}, "held_out_fraction")]:
+                         ({"held_out_fraction": 1.0}, "held_out_fraction"),
+                         ({"map_terms": ("latent",)}, "map_terms must be distinct map terms"),
+                         ({"map_terms": ("perceptual", "perceptual")}, "map_terms must be distinct"),
+                         ({"map_terms": ()}, "map_terms")]:
         with pytest.raises(ValueError, match=message):
             terms.ScoreConfig(**{"terms": ("perceptual",), **bad})
     with pytest.raises(ValueError, match="unknown ScoreConfig fields \\['sigma'\\]"):
@@ -93,7 +96,7 @@ def test_every_registered_term_runs_and_latent_groups_add_up():
     n_coarse = 3
     np.testing.assert_allclose(out["latent_coarse"], sum(out[f"latent_l{k}"] for k in range(n_coarse)))
     # a map term under "topk" is the top pixels of the smoothed map the anomaly map shows
-    maps = scorer.anomaly_maps(test, scorer.last_restored)
+    maps = scorer.anomaly_maps(test, scorer.last_evidence)
     np.testing.assert_allclose(out["image_residual"], terms.aggregate(maps, "topk", 5), rtol=1e-5)
 
 
@@ -210,3 +213,49 @@ def test_refined_codes_are_stored_by_image_and_reused(tmp_path):
     scorer.refined = None                                    # without the store: the same restorations
     _, direct = scorer.restore(test)
     torch.testing.assert_close(direct, again, rtol=0, atol=1e-5)
+
+
+def test_anomaly_map_sums_maps_in_held_out_std_units():
+    """Several map terms: each smoothed map divided by its held-out normals' pixel std (fitted with the
+    scorer, stored in its state), summed; the `anomaly_map` term aggregates exactly that map."""
+    cfg = terms.ScoreConfig(terms=("anomaly_map", "image_residual"), aggregation="max", map_sigma=1.0,
+                            map_terms=("image_residual", "perceptual"))
+    scorer = tiny_scorer(cfg)
+    held = phantom_like(8, seed=1)
+    scorer.fit(phantom_like(16, seed=0), held)
+    ev_held = terms.Evidence(scorer, held)
+    for name in cfg.map_terms:                                   # the scales are the held-out pixel stds
+        assert scorer.map_scales[name] == pytest.approx(float(ev_held.map(name, 1.0).std()), rel=1e-5)
+    test = phantom_like(4, seed=2)
+    out = scorer.score(test)
+    ev = terms.Evidence(scorer, test)
+    by_hand = (terms.smooth((test - ev.rec).abs().mean(dim=1).numpy(), 1.0) / scorer.map_scales["image_residual"]
+               + terms.smooth(scorer.percep(test, ev.rec, spatial=True)[1][:, 0].numpy(), 1.0)
+               / scorer.map_scales["perceptual"])
+    maps = scorer.anomaly_maps(test)
+    np.testing.assert_allclose(maps, by_hand, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(scorer.anomaly_maps(test, scorer.last_evidence), maps, rtol=1e-5)
+    np.testing.assert_allclose(out["anomaly_map"], maps.reshape(4, -1).max(axis=1), rtol=1e-4)
+    tensors, meta = scorer.state()                                # the scales travel with the fitted state
+    fresh = tiny_scorer().load_state(tensors, meta)
+    assert fresh.map_scales == scorer.map_scales
+    np.testing.assert_allclose(fresh.anomaly_maps(test), maps, rtol=1e-5)
+    assert cfg.describe_map().startswith("the sum of |x - x_hat| and the perceptual map")
+    assert terms.ScoreConfig(map_sigma=2).describe_map() == "|x - x_hat| smoothed by sigma 2 px"
+    unfitted = tiny_scorer(cfg)
+    with pytest.raises(RuntimeError, match="needs the map scales"):
+        unfitted.anomaly_maps(test)
+
+
+def test_with_restoration_keeps_only_what_the_encoder_decides():
+    """A repair swaps the restoration: residual maps follow it, maps against G(E(x)) and slot distances do not."""
+    scorer = tiny_scorer(terms.ScoreConfig(terms=("image_residual",), refine_steps=3, refine_lr=0.05))
+    scorer.fit(phantom_like(16, seed=0), phantom_like(8, seed=1))
+    test = phantom_like(3, seed=2)
+    ev = terms.Evidence(scorer, test)
+    enc_map, slots = ev.map("residual_encoder", 1.0), ev.slot_distances()
+    ev.map("image_residual", 1.0)
+    other = ev.with_restoration(torch.zeros_like(ev.rec))
+    assert other.map("residual_encoder", 1.0) is enc_map and other.slot_distances() is slots
+    np.testing.assert_allclose(other.map("image_residual", 1.0), terms.smooth(test.abs().mean(dim=1).numpy(), 1.0),
+                               rtol=1e-5, atol=1e-7)

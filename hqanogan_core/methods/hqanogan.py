@@ -17,8 +17,8 @@ from ..data.splits import resize_batch, to_model_input
 from ..paths import cache_dir
 from ..pipeline import fit_scorer, load_pipeline
 from ..provenance import tensor_digest
-from ..scores import HQAnoGANScorer, residual_map
-from ..terms import ScoreConfig
+from ..scores import HQAnoGANScorer
+from ..terms import Evidence, ScoreConfig
 from .base import Method, check_images, n_parameters
 
 # latent repair as chosen on the validation split (chapter 6 re-runs the sweep and checks this is its best)
@@ -27,8 +27,8 @@ REPAIR_DEFAULT = {"mode": "shrink", "quantile": 0.99, "target_quantile": None}
 
 # the default score, as chosen on the validation split (`score_study` re-runs the choice; a test checks
 # that the shipped study chose this)
-DEFAULT_SCORE = ScoreConfig(terms=("image_residual", "perceptual_encoder"), aggregation="max", map_sigma=2.0,
-                            refine_steps=50)
+DEFAULT_SCORE = ScoreConfig(terms=("anomaly_map", "image_residual"), combine="max", aggregation="max", map_sigma=2.0,
+                            refine_steps=50, map_terms=("image_residual", "residual_encoder", "perceptual_encoder"))
 
 
 def score_config(score: ScoreConfig | dict | None) -> ScoreConfig:
@@ -43,8 +43,13 @@ def score_config(score: ScoreConfig | dict | None) -> ScoreConfig:
 class HQAnoGAN(Method):
     name = "hqanogan"
     weights_known_before_fit = True          # the shipped or given networks; fit only computes statistics
-    map_scale = 2.0              # maps are |x - G(E(x))| with x in [-1, 1]: at most 2
-    map_description = "Gaussian-smoothed |x - G(E(x))| per pixel, x in [-1, 1]"
+    map_description = ("the sum of the score's Gaussian-smoothed per-pixel maps (|x - x_hat|, perceptual), "
+                       "each in units of its held-out normals' pixel std (one map: |x - x_hat|, x in [-1, 1])")
+
+    @property
+    def map_scale(self) -> float | None:
+        """The maps' fixed upper end when they have one: 2 for a single |x - x_hat| map in [-1, 1] units."""
+        return 2.0 if tuple(self.config.map_terms) in (("image_residual",), ("residual_encoder",)) else None
 
     def __init__(self, run=None, encoder=None, seed: int = 0, device="cpu", score: ScoreConfig | dict | None = None):
         self.pipe = load_pipeline(run, encoder, device=device)
@@ -98,10 +103,10 @@ class HQAnoGAN(Method):
         return self.restore(images)
 
     def anomaly_map(self, images: np.ndarray) -> np.ndarray:
-        """Smoothed |x - G(E(x))| (in [-1, 1] units), at the input's size. [N, H, W]"""
+        """The scorer's anomaly map (`ScoreConfig.map_terms`), at the input's size. [N, H, W]"""
         same = self._last_images is images and self.scorer is not None
         maps = self._networks().anomaly_maps(to_model_input(images, self.pipe.resolution),
-                                             self.scorer.last_restored if same else None)      # [N, R, R]
+                                             self.scorer.last_evidence if same else None)      # [N, R, R]
         if maps.shape[1:] != images.shape[1:]:
             maps = np.stack([resize_batch(m[None], images.shape[1])[0] for m in maps])
         return maps
@@ -110,11 +115,11 @@ class HQAnoGAN(Method):
 class HQAnoGANRepair(HQAnoGAN):
     """HQ-AnoGAN whose restoration is latent repair (`scores.HQAnoGANScorer.repair`): the W+ slots of E(x)
     unusual for normals pulled back, the other slots kept from the score's restoration (E(x), or its
-    refinement). Same image score as `hqanogan`; the map is
-    |x - G(repaired)|. Options: `repair` = {mode, quantile, target_quantile, k} (default REPAIR_DEFAULT)."""
+    refinement). Same image score as `hqanogan`; the map is the same map with G(repaired) as the
+    restoration (maps against G(E(x)) alone are unchanged). Options: `repair` = {mode, quantile, target_quantile, k} (default REPAIR_DEFAULT)."""
 
     name = "hqanogan_repair"
-    map_description = "Gaussian-smoothed |x - G(repaired code)| per pixel, x in [-1, 1]"
+    map_description = "HQ-AnoGAN's anomaly map with G(repaired code) as the restoration"
 
     def __init__(self, run=None, encoder=None, seed: int = 0, device="cpu", score: ScoreConfig | dict | None = None,
                  repair: dict | None = None):
@@ -139,6 +144,10 @@ class HQAnoGANRepair(HQAnoGAN):
         return (self.repaired(images).mean(axis=1) + 1) / 2
 
     def anomaly_map(self, images: np.ndarray) -> np.ndarray:
-        x = to_model_input(check_images(images, self.name), self.pipe.resolution).numpy().mean(axis=1)
-        maps = residual_map(x, self.repaired(images).mean(axis=1), sigma=self._networks().map_sigma)
+        x = to_model_input(check_images(images, self.name), self.pipe.resolution)
+        repaired = torch.from_numpy(self.repaired(images))
+        scorer = self._networks()
+        same = self._last_images is images and scorer.last_evidence is not None
+        ev = scorer.last_evidence if same else Evidence(scorer, x)
+        maps = scorer.anomaly_maps(x, ev.with_restoration(repaired))
         return maps if maps.shape[1:] == images.shape[1:] else resize_batch(maps, images.shape[1])

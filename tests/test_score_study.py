@@ -57,6 +57,13 @@ def test_study_on_the_tiny_pipeline_chooses_on_validation(shipped, monkeypatch, 
     cfg = ScoreConfig.from_dict(rep["chosen"]["config"])
     assert cfg.refine_steps in (0, 3)
     assert all(t in st.CANDIDATE_TERMS or t.startswith("latent_l") for t in cfg.terms)
+    # the map: the best validation pixel AUROC of every set of maps and sigma, per restoration, and the
+    # chosen config carries its restoration's map; G(E(x)) alone never sums a map with its own duplicate
+    for r, m in rep["maps"].items():
+        assert m["pixel_auroc"] == pytest.approx(max(c["pixel_auroc"] for c in m["candidates"]), abs=1e-4)
+        assert len(m["candidates"]) == len(st.SIGMA_CANDIDATES) * (2 ** (2 if r == "0" else 4) - 1)
+    chosen_map = rep["maps"][str(cfg.refine_steps)]
+    assert list(cfg.map_terms) == chosen_map["terms"] and cfg.map_sigma == chosen_map["sigma"]
     # the chosen score's test AUROC is recomputable from the stored z-scores
     test = load_split(shipped["data"], "test")
     z = st.z_columns(out, "test", cfg.refine_steps)

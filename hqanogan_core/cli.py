@@ -79,6 +79,9 @@ def cmd_ship_refined(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source / name, out / name)
+    for stale in out.glob("refined-*.safetensors"):        # the manifest names one file: the default's
+        if stale.name != name:
+            stale.unlink()
     _, meta = load_checkpoint(out / name)
     atomic_write_json(out / "manifest.json", {
         "what": "encoder-initialised refinements (project.refine) of the images the book restores, by image "

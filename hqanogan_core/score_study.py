@@ -15,7 +15,9 @@ choice, and the semi-supervised variant, reported on the test split.
      candidate column `anomaly_map`
   4. `choose_score`: for every (restoration, aggregation, sum or max) a greedy forward selection of
      equal-weight terms on validation AUROC (a term joins only if it adds at least MIN_GAIN); the best
-     validation AUROC wins, ties to fewer terms and less computation
+     validation AUROC wins, ties to fewer terms and less computation. Only restorations that still come
+     back normal compete (`restoration_keeps_findings`): a refinement whose residual is less concentrated on
+     the validation findings than G(E(x))'s has started to draw the findings, and is reported, not chosen
   5. test: AUROC with a 95 % bootstrap CI, overall and per type, of every column, of the chosen score and of
      the previous default (the four global terms of G(E(x)), equal weights)
   6. the semi-supervised variant (`semi_supervised_curve`): with k labelled abnormal validation images
@@ -50,7 +52,7 @@ CANDIDATE_TERMS = ("image_residual", "residual_encoder", "perceptual", "perceptu
                    "repair_residual", "anomaly_map")
 MAP_CANDIDATES = ("image_residual", "residual_encoder", "perceptual", "perceptual_encoder")   # maps the map may sum
 AGGREGATIONS = {"mean": ("mean", 1.0), "top1": ("topk", 1.0), "top5": ("topk", 5.0), "max": ("max", 1.0)}
-REFINE_CANDIDATES = (0, 50)                 # refine_steps: G(E(x)), and 50 steps of pixel-MSE refinement in W+
+REFINE_CANDIDATES = (0, 30, 40, 50)         # refine_steps: G(E(x)), and that many steps of pixel-MSE refinement in W+
 SIGMA_CANDIDATES = (0.5, 1.0, 2.0, 3.0)
 MIN_GAIN = 0.005                            # validation AUROC a term must add to join the combination
 K_LABELS = (0, 5, 20, 100)
@@ -203,6 +205,15 @@ def restoration_quality(ev: Evidence, split, seconds: float) -> dict:
     return out
 
 
+def restoration_keeps_findings(quality: dict, encoder: dict) -> bool:
+    """Does a restoration still leave the findings in the residual? Its validation contrast (mean residual
+    inside the masks over outside, `restoration_quality`) must be at least G(E(x))'s: refinement may fit
+    the normal anatomy better, not the finding. True without masks (nothing to check against)."""
+    if "contrast" not in quality or "contrast" not in encoder:
+        return True
+    return quality["contrast"] >= encoder["contrast"]
+
+
 def refinement_cost(pipe: Pipeline, images: torch.Tensor, config: ScoreConfig) -> float:
     """Seconds per image to refine `images` [N, C, H, W] from scratch under `config` (nothing read from a
     store of refined codes): the cost a new image pays."""
@@ -317,15 +328,18 @@ def run_score_study(pipe: Pipeline, data, percep=None, seed: int = 0, n_boot: in
 
     options = []
     for r in REFINE_CANDIDATES:
+        keeps = restoration_keeps_findings(restorations[str(r)], restorations["0"])
+        restorations[str(r)]["keeps_findings"] = keeps
         for agg in AGGREGATIONS:
             pool = [c for c in columns[r] if "@" not in c or c.endswith("@" + agg)]
             for how in ("sum", "max"):
                 chosen, value = greedy_selection(z_valid[r], valid.labels, pool, how)
                 options.append({"refine_steps": r, "aggregation": agg, "combine": how, "columns": chosen,
-                                "valid_auroc": value})
+                                "valid_auroc": value, "eligible": keeps})
     cost = {r: i for i, r in enumerate(REFINE_CANDIDATES)}
-    best = max(options, key=lambda o: (round(o["valid_auroc"], 4), -len(o["columns"]), -cost[o["refine_steps"]],
-                                       o["aggregation"] == "mean"))
+    best = max((o for o in options if o["eligible"]),
+               key=lambda o: (round(o["valid_auroc"], 4), -len(o["columns"]), -cost[o["refine_steps"]],
+                              o["aggregation"] == "mean"))
     chosen = config_of(best, maps[best["refine_steps"]])
 
     def test_scores(cfg_columns, r, how):

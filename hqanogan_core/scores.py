@@ -156,10 +156,15 @@ class HQAnoGANScorer:
         return self.config.map_sigma
 
     def usable(self, names) -> list[str]:
-        """The terms of `names` whose networks are present (a scorer without D or percep skips theirs)."""
+        """The terms of `names` whose networks are present (a scorer without D or percep skips theirs, a
+        generator with fewer W+ slots the slots it lacks: `latent_l<k>` needs k < G.num_ws)."""
         present = {"percep": self.percep is not None, "D": self.D is not None, "gaussians": True,
                    "map_scales": self.map_scales is not None or len(self.config.map_terms) == 1}
-        return [n for n in names if all(present[k] for k in needs([n]))]
+        return [n for n in names if all(present[k] for k in needs([n])) and self._has_slot(n)]
+
+    def _has_slot(self, name: str) -> bool:
+        return not (name.startswith("latent_l") and name[len("latent_l"):].isdigit()
+                    and int(name[len("latent_l"):]) >= self.G.num_ws)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

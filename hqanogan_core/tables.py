@@ -299,10 +299,11 @@ def term_table(registry: dict) -> str:
 
 
 def score_options_table(options: list[dict], n: int = 8) -> str:
-    """The best `n` combinations of a score study, by validation AUROC."""
+    """The best `n` combinations of a score study, by validation AUROC (a restoration that draws the findings,
+    not eligible to be chosen, is marked)."""
     best = sorted(options, key=lambda o: -o["valid_auroc"])[:n]
-    rows = [[str(o["refine_steps"]), o["aggregation"], o["combine"], ", ".join(o["columns"]), f"{o['valid_auroc']:.3f}"]
-            for o in best]
+    rows = [[str(o["refine_steps"]) + ("" if o.get("eligible", True) else " (draws the findings: not eligible)"),
+             o["aggregation"], o["combine"], ", ".join(o["columns"]), f"{o['valid_auroc']:.3f}"] for o in best]
     return md_table(["refine steps", "aggregation", "combine", "terms (greedy order)", "validation AUROC"], rows)
 
 

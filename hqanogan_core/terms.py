@@ -238,11 +238,7 @@ class ScoreConfig:
 
     def describe_map(self) -> str:
         """One phrase: what the anomaly map is."""
-        what = {"image_residual": "|x - x_hat|", "residual_encoder": "|x - G(E(x))|",
-                "perceptual": "the perceptual map of x against x_hat",
-                "perceptual_encoder": "the perceptual map of x against G(E(x))",
-                "repair_residual": "|x - G(repaired code)|"}
-        maps = [what[t] for t in self.map_terms]
+        maps = [TERMS[t].phrase for t in self.map_terms]
         if len(maps) == 1:
             return f"{maps[0]} smoothed by sigma {self.map_sigma:g} px"
         return (f"the sum of {', '.join(maps[:-1])} and {maps[-1]}, each smoothed by sigma {self.map_sigma:g} px "
@@ -265,60 +261,52 @@ class Evidence:
         if ws is None or rec is None:
             ws, rec = nets.restore(images)
         self.ws, self.rec = ws.cpu(), rec.cpu()        # [N, L, D], [N, C, H, W]
-        self._cache: dict = {}
+        self.refined = nets.config.refine_steps > 0     # then rec is G(w'), not G(E(x))
+        self._cache: dict = {}              # what depends on the restoration rec
+        self._code_cache: dict = {}         # what depends only on x and the encoder's codes ws (kept by a repair)
 
-    def _once(self, key, compute: Callable):
-        if key not in self._cache:
-            self._cache[key] = compute()
-        return self._cache[key]
+    def _once(self, key, compute: Callable, of_code: bool = False):
+        cache = self._code_cache if of_code else self._cache
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]
 
     def residual(self) -> np.ndarray:
         """|x - x_hat| averaged over channels, unsmoothed. [N, H, W]"""
         return self._once("residual", lambda: (self.x - self.rec).abs().mean(dim=1).numpy())
 
-    def residual_map(self, sigma: float) -> np.ndarray:
-        return self._once(("residual_map", sigma), lambda: smooth(self.residual(), sigma))
-
     def encoder_residual(self) -> np.ndarray:
         """|x - G(E(x))| averaged over channels, unsmoothed [N, H, W] (`residual` when nothing is refined)."""
-        if self.nets.config.refine_steps == 0:
+        if not self.refined:
             return self.residual()
-        return self._once("encoder_residual", lambda: (self.x - self.encoder_rec()).abs().mean(dim=1).numpy())
+        return self._once("encoder_residual", lambda: (self.x - self.encoder_rec()).abs().mean(dim=1).numpy(), True)
 
     def map(self, name: str, sigma: float) -> np.ndarray:
         """The smoothed per-pixel map of map term `name` [N, H, W]."""
-        if name == "image_residual":
-            return self.residual_map(sigma)
-        return self._once(("map", name, sigma), lambda: smooth(TERMS[name].map(self), sigma))
+        return self._once(("map", name, sigma), lambda: smooth(TERMS[name].map(self), sigma),
+                          self.refined and name in ENCODER_MAPS)
 
     def with_restoration(self, rec: torch.Tensor) -> "Evidence":
         """The same images and codes with another restoration [N, C, H, W] (a repair): what depends only on x
         and E(x) (slot distances; with a refined restoration also G(E(x)) and the maps against it) is kept."""
-        refined = self.nets.config.refine_steps > 0
-
-        def encoder_only(key) -> bool:
-            if key == "slots":
-                return True
-            return refined and (key in ("encoder_rec", "encoder_residual") or isinstance(key, tuple) and (
-                key[:2] == ("perceptual", "encoder") or (key[0] == "map" and key[1] in ENCODER_MAPS)))
-
         other = Evidence(self.nets, self.x, self.ws, rec)
-        other._cache = {k: v for k, v in self._cache.items() if encoder_only(k)}
+        other._code_cache = self._code_cache
         return other
 
     def encoder_rec(self) -> torch.Tensor:
         """G(E(x)) [N, C, H, W], the encoder's one-pass restoration, also when `rec` is a refined one."""
-        if self.nets.config.refine_steps == 0:
+        if not self.refined:
             return self.rec
-        return self._once("encoder_rec", lambda: self.nets.synthesise(self.ws))
+        return self._once("encoder_rec", lambda: self.nets.synthesise(self.ws), True)
 
     def perceptual(self, spatial: bool, encoder: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """(distance [N], map [N, H, W] or None) between x and `rec` (or, with `encoder`, G(E(x))): the map
         is computed only when asked for."""
-        which = "encoder" if encoder and self.nets.config.refine_steps else "rec"
-        if ("perceptual", which, True) in self._cache or spatial:
-            return self._once(("perceptual", which, True), lambda: self._perceptual(True, which))
-        return self._once(("perceptual", which, False), lambda: self._perceptual(False, which))
+        which = "encoder" if encoder and self.refined else "rec"
+        of_code = which == "encoder"
+        if ("perceptual", which, True) in (self._code_cache if of_code else self._cache) or spatial:
+            return self._once(("perceptual", which, True), lambda: self._perceptual(True, which), of_code)
+        return self._once(("perceptual", which, False), lambda: self._perceptual(False, which), of_code)
 
     def _perceptual(self, spatial: bool, which: str):
         percep, b, dev = self.nets.percep, self.nets.batch, self.nets.device
@@ -334,7 +322,7 @@ class Evidence:
 
     def slot_distances(self) -> np.ndarray:
         """Squared Mahalanobis distance of every W+ slot to its normal Gaussian. [N, L]"""
-        return self._once("slots", lambda: latent_mahalanobis(self.ws.numpy(), self.nets.gaussians))
+        return self._once("slots", lambda: latent_mahalanobis(self.ws.numpy(), self.nets.gaussians), True)
 
     def features(self) -> tuple[torch.Tensor, torch.Tensor]:
         D, b, dev = self.nets.D, self.nets.batch, self.nets.device
@@ -381,23 +369,18 @@ class Term:
     is_map: bool                                                # aggregated by ScoreConfig.aggregation
     doc: str
     map: Callable[[Evidence], np.ndarray] | None = None         # its unsmoothed per-pixel map [N, H, W]
+    phrase: str = ""                                            # what the map is, for describe_map
 
 
-def _map_value(maps_of_sigma: Callable[[float], np.ndarray], cfg: ScoreConfig) -> np.ndarray:
-    return aggregate(maps_of_sigma(cfg.map_sigma), cfg.aggregation, cfg.top_percent)
-
-
-def _image_residual(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
-    if cfg.aggregation == "mean":
-        return ev.residual().mean(axis=(1, 2)).astype(np.float64)
-    return _map_value(ev.residual_map, cfg)
-
-
-def _perceptual_against(encoder: bool) -> Callable[[Evidence, ScoreConfig], np.ndarray]:
+def _aggregated(name: str, mean: Callable[[Evidence], np.ndarray] | None = None
+                ) -> Callable[[Evidence, ScoreConfig], np.ndarray]:
+    """A map term's value: its smoothed map aggregated, or with "mean" `mean(ev)` (default: the mean of
+    the unsmoothed map)."""
     def compute(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
         if cfg.aggregation == "mean":
-            return ev.perceptual(spatial=False, encoder=encoder)[0].astype(np.float64)
-        return _map_value(lambda s: smooth(ev.perceptual(spatial=True, encoder=encoder)[1], s), cfg)
+            value = mean(ev) if mean is not None else TERMS[name].map(ev).mean(axis=(1, 2))
+            return np.asarray(value, dtype=np.float64)
+        return aggregate(ev.map(name, cfg.map_sigma), cfg.aggregation, cfg.top_percent)
     return compute
 
 
@@ -419,34 +402,24 @@ def _cycle(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
     return ((ev.cycle_codes() - ev.ws) ** 2).mean(dim=(1, 2)).double().numpy()
 
 
-def _repair_residual(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
-    diff = np.abs(ev.x.numpy().mean(axis=1) - ev.repaired())
-    return aggregate(smooth(diff, cfg.map_sigma) if cfg.aggregation != "mean" else diff, cfg.aggregation,
-                     cfg.top_percent)
-
-
-def _residual_encoder(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
-    if cfg.aggregation == "mean":
-        return ev.encoder_residual().mean(axis=(1, 2)).astype(np.float64)
-    return _map_value(lambda s: ev.map("residual_encoder", s), cfg)
-
-
 def _anomaly_map(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
     return aggregate(ev.anomaly_map(cfg), cfg.aggregation, cfg.top_percent)
 
 
 TERMS: dict[str, Term] = {
-    "image_residual": Term(_image_residual, (), True, "|x - G(E(x))| aggregated over the image",
-                           map=lambda ev: ev.residual()),
-    "residual_encoder": Term(_residual_encoder, (), True, "image_residual against the encoder's one-pass G(E(x)) "
-                             "even when the restoration is refined", map=lambda ev: ev.encoder_residual()),
-    "perceptual": Term(_perceptual_against(False), ("percep",), True,
+    "image_residual": Term(_aggregated("image_residual"), (), True, "|x - x_hat| aggregated over the image",
+                           map=lambda ev: ev.residual(), phrase="|x - x_hat|"),
+    "residual_encoder": Term(_aggregated("residual_encoder"), (), True, "image_residual against the encoder's "
+                             "one-pass G(E(x)) even when the restoration is refined",
+                             map=lambda ev: ev.encoder_residual(), phrase="|x - G(E(x))|"),
+    "perceptual": Term(_aggregated("perceptual", lambda ev: ev.perceptual(spatial=False)[0]), ("percep",), True,
                        "LPIPS-style distance between x and its restoration (or its map, aggregated)",
-                       map=lambda ev: ev.perceptual(spatial=True)[1]),
-    "perceptual_encoder": Term(_perceptual_against(True), ("percep",), True,
-                               "perceptual, against the encoder's one-pass G(E(x)) even when the restoration "
-                               "is refined (refinement also fits some findings' texture)",
-                               map=lambda ev: ev.perceptual(spatial=True, encoder=True)[1]),
+                       map=lambda ev: ev.perceptual(spatial=True)[1], phrase="the perceptual map of x against x_hat"),
+    "perceptual_encoder": Term(_aggregated("perceptual_encoder", lambda ev: ev.perceptual(False, encoder=True)[0]),
+                               ("percep",), True, "perceptual, against the encoder's one-pass G(E(x)) even when "
+                               "the restoration is refined (refinement also fits some findings' texture)",
+                               map=lambda ev: ev.perceptual(spatial=True, encoder=True)[1],
+                               phrase="the perceptual map of x against G(E(x))"),
     "feature_residual": Term(_feature_residual, ("D",), False, "D's penultimate-feature residual (f-AnoGAN izi_f)"),
     "discriminator_blocks": Term(lambda ev, cfg: ev.blocks().mean(axis=1).astype(np.float64), ("D",), False,
                                  "D's feature residual after every block, each relative to its energy, averaged"),
@@ -456,9 +429,10 @@ TERMS: dict[str, Term] = {
     "latent_middle": Term(_slot_group(1), ("gaussians",), False, "latent, middle slots only"),
     "latent_fine": Term(_slot_group(2), ("gaussians",), False, "latent, fine slots only"),
     "cycle": Term(_cycle, (), False, "mean ||E(G(E(x))) - E(x)||^2"),
-    "repair_residual": Term(_repair_residual, ("gaussians",), True,
+    "repair_residual": Term(_aggregated("repair_residual"), ("gaussians",), True,
                             "|x - G(repaired code)| aggregated (unusual slots of E(x) pulled back first)",
-                            map=lambda ev: np.abs(ev.x.numpy().mean(axis=1) - ev.repaired())),
+                            map=lambda ev: np.abs(ev.x.numpy().mean(axis=1) - ev.repaired()),
+                            phrase="|x - G(repaired code)|"),
     "anomaly_map": Term(_anomaly_map, ("map_scales",), True,
                         "the anomaly map (`map_terms`, each in held-out normals' pixel std, summed) aggregated"),
 }

@@ -154,3 +154,19 @@ def test_learned_methods_are_deterministic(name, shipped, tmp_path, monkeypatch)
         monkeypatch.setenv("HQANOGAN_CACHE", str(tmp_path / f"cache{k}"))
         scores.append(run_method(name, train, test, seed=3, options=TINY[name]).scores)
     np.testing.assert_array_equal(scores[0], scores[1])
+
+
+def test_repair_map_is_the_same_whether_or_not_the_images_were_scored(shipped, tmp_path, monkeypatch):
+    """HQAnoGANRepair.anomaly_map reuses the scored evidence, or builds it from E(x) alone (no refinement):
+    the repaired restoration replaces the refined one either way, so the maps agree."""
+    from hqanogan_core.methods.hqanogan import HQAnoGANRepair
+
+    monkeypatch.setenv("HQANOGAN_CACHE", str(tmp_path / "cache"))
+    train = load_split(shipped["data"], "train").images
+    test = load_split(shipped["data"], "test").images[:4]
+    method = HQAnoGANRepair(run=shipped["enc"], score={"refine_steps": 3}).fit(train)
+    fresh = method.anomaly_map(test.copy())              # never scored
+    method.score(test)
+    scored = method.anomaly_map(test)
+    assert fresh.shape == test.shape
+    np.testing.assert_allclose(fresh, scored, rtol=1e-4, atol=1e-5)

@@ -52,8 +52,14 @@ def test_study_on_the_tiny_pipeline_chooses_on_validation(shipped, monkeypatch, 
     pipe = load_pipeline(shipped["enc"])
     out = st.run_score_study(pipe, shipped["data"], tiny_percep(), n_boot=20, log=lambda *a: None)
     rep = out["report"]
-    best = max(o["valid_auroc"] for o in rep["options"])
-    assert rep["chosen"]["valid_auroc"] == pytest.approx(best)
+    # only restorations that keep the findings in the residual compete; G(E(x)) always does
+    restored = rep["restorations"]
+    assert restored["0"]["keeps_findings"]
+    for r, q in restored.items():
+        assert q["keeps_findings"] == (q["contrast"] >= restored["0"]["contrast"])
+    assert all(o["eligible"] == restored[str(o["refine_steps"])]["keeps_findings"] for o in rep["options"])
+    best = max(o["valid_auroc"] for o in rep["options"] if o["eligible"])
+    assert rep["chosen"]["valid_auroc"] == pytest.approx(best) and rep["chosen"]["eligible"]
     cfg = ScoreConfig.from_dict(rep["chosen"]["config"])
     assert cfg.refine_steps in (0, 3)
     assert all(t in st.CANDIDATE_TERMS or t.startswith("latent_l") for t in cfg.terms)
@@ -73,6 +79,14 @@ def test_study_on_the_tiny_pipeline_chooses_on_validation(shipped, monkeypatch, 
     assert rep["semi_supervised"]["0"]["auroc_mean"] == pytest.approx(rep["chosen"]["test"]["value"], abs=1e-6)
     assert rep["semi_supervised"]["2"]["draws"] == 3
     json.dumps(rep)                                                   # storable as JSON
+
+
+def test_a_restoration_that_draws_the_finding_is_not_eligible():
+    encoder = {"contrast": 3.5, "psnr_normals": 24.0}
+    assert st.restoration_keeps_findings({"contrast": 3.6}, encoder)
+    assert st.restoration_keeps_findings({"contrast": 3.5}, encoder)
+    assert not st.restoration_keeps_findings({"contrast": 3.4, "psnr_normals": 30.0}, encoder)
+    assert st.restoration_keeps_findings({"psnr_normals": 30.0}, {"psnr_normals": 24.0})    # no masks: no test
 
 
 def test_shipped_study_chose_the_default_score():

@@ -259,3 +259,24 @@ def test_with_restoration_keeps_only_what_the_encoder_decides():
     assert other.map("residual_encoder", 1.0) is enc_map and other.slot_distances() is slots
     np.testing.assert_allclose(other.map("image_residual", 1.0), terms.smooth(test.abs().mean(dim=1).numpy(), 1.0),
                                rtol=1e-5, atol=1e-7)
+
+
+def test_with_restoration_without_refinement_moves_every_map():
+    """Without refinement G(E(x)) is the restoration, so a repair moves the 'encoder' maps too."""
+    scorer = tiny_scorer(terms.ScoreConfig(terms=("image_residual",)))
+    scorer.fit(phantom_like(16, seed=0), phantom_like(8, seed=1))
+    test = phantom_like(3, seed=2)
+    ev = terms.Evidence(scorer, test)
+    slots = ev.slot_distances()
+    before = ev.map("residual_encoder", 1.0)
+    other = ev.with_restoration(torch.zeros_like(ev.rec))
+    expected = terms.smooth(test.abs().mean(dim=1).numpy(), 1.0)
+    np.testing.assert_allclose(other.map("residual_encoder", 1.0), expected, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(before, expected) and other.slot_distances() is slots
+
+
+def test_a_slot_the_generator_lacks_is_skipped_like_a_missing_network():
+    """DEFAULT_SCORE names latent_l9 (the shipped generator has 10 slots); a smaller one skips it."""
+    scorer = tiny_scorer(terms.ScoreConfig(terms=("image_residual", "latent_l1")))
+    L = scorer.G.num_ws
+    assert scorer.usable(["image_residual", f"latent_l{L - 1}", f"latent_l{L}"]) == ["image_residual", f"latent_l{L - 1}"]

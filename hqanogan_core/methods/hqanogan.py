@@ -27,8 +27,9 @@ REPAIR_DEFAULT = {"mode": "shrink", "quantile": 0.99, "target_quantile": None}
 
 # the default score, as chosen on the validation split (`score_study` re-runs the choice; a test checks
 # that the shipped study chose this)
-DEFAULT_SCORE = ScoreConfig(terms=("anomaly_map", "image_residual"), combine="max", aggregation="max", map_sigma=2.0,
-                            refine_steps=50, map_terms=("image_residual", "residual_encoder", "perceptual_encoder"))
+DEFAULT_SCORE = ScoreConfig(terms=("image_residual", "anomaly_map", "latent_l9"), combine="max", aggregation="max",
+                            map_sigma=2.0, refine_steps=30,
+                            map_terms=("image_residual", "residual_encoder", "perceptual_encoder"))
 
 
 def score_config(score: ScoreConfig | dict | None) -> ScoreConfig:
@@ -43,8 +44,10 @@ def score_config(score: ScoreConfig | dict | None) -> ScoreConfig:
 class HQAnoGAN(Method):
     name = "hqanogan"
     weights_known_before_fit = True          # the shipped or given networks; fit only computes statistics
-    map_description = ("the sum of the score's Gaussian-smoothed per-pixel maps (|x - x_hat|, perceptual), "
-                       "each in units of its held-out normals' pixel std (one map: |x - x_hat|, x in [-1, 1])")
+
+    @property
+    def map_description(self) -> str:
+        return self.config.describe_map()
 
     @property
     def map_scale(self) -> float | None:
@@ -119,7 +122,10 @@ class HQAnoGANRepair(HQAnoGAN):
     restoration (maps against G(E(x)) alone are unchanged). Options: `repair` = {mode, quantile, target_quantile, k} (default REPAIR_DEFAULT)."""
 
     name = "hqanogan_repair"
-    map_description = "HQ-AnoGAN's anomaly map with G(repaired code) as the restoration"
+
+    @property
+    def map_description(self) -> str:
+        return f"{self.config.describe_map()}, with G(repaired code) as the restoration x_hat"
 
     def __init__(self, run=None, encoder=None, seed: int = 0, device="cpu", score: ScoreConfig | dict | None = None,
                  repair: dict | None = None):
@@ -147,7 +153,9 @@ class HQAnoGANRepair(HQAnoGAN):
         x = to_model_input(check_images(images, self.name), self.pipe.resolution)
         repaired = torch.from_numpy(self.repaired(images))
         scorer = self._networks()
-        same = self._last_images is images and scorer.last_evidence is not None
-        ev = scorer.last_evidence if same else Evidence(scorer, x)
-        maps = scorer.anomaly_maps(x, ev.with_restoration(repaired))
+        if self._last_images is images and scorer.last_evidence is not None:
+            ev = scorer.last_evidence.with_restoration(repaired)       # keeps what depends on E(x) only
+        else:
+            ev = Evidence(scorer, x, scorer.encode(x)[0], repaired)    # no refinement: the repair replaces it
+        maps = scorer.anomaly_maps(x, ev)
         return maps if maps.shape[1:] == images.shape[1:] else resize_batch(maps, images.shape[1])

@@ -44,7 +44,8 @@ def main() -> None:
     x = to_model_input(valid.images, R)                                              # [N, 1, R, R]
     ws, rec = encode_images(pipe.G, pipe.E, x)
     scorer = HQAnoGANScorer(pipe.G, pipe.E, None, None, config=ScoreConfig())
-    print(json.dumps({"setting": "G(E(x))", **restoration_quality(Evidence(scorer, x, ws, rec.clamp(-1, 1)), valid, 0.0)}))
+    plain = restoration_quality(Evidence(scorer, x, ws, rec.clamp(-1, 1)), valid, 0.0)
+    print(json.dumps({"setting": "G(E(x))", **plain}))
     gaussians = None
     for setting in args.setting:
         steps, lr, prior = (float(v) for v in setting.split(","))

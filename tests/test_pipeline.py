@@ -19,6 +19,12 @@ from hqanogan_core import scores
 from hqanogan_core.methods.hqanogan import DEFAULT_SCORE
 
 
+def tiny_default(num_ws: int):
+    """DEFAULT_SCORE as a generator with `num_ws` W+ slots scores it: a slot it lacks is skipped."""
+    return DEFAULT_SCORE.replace(terms=tuple(t for t in DEFAULT_SCORE.terms
+                                             if not (t.startswith("latent_l") and int(t[len("latent_l"):]) >= num_ws)))
+
+
 def combine(columns: dict, config) -> np.ndarray:
     """The combined score from z_<term> columns under a ScoreConfig."""
     z = {t: columns[f"z_{t}"] for t in config.terms}
@@ -77,12 +83,15 @@ def test_score_cli_writes_csv_and_maps(shipped, tmp_path, capsys):
     assert "AUROC" in capsys.readouterr().out
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == shipped["n_test"]
-    for name in ("pred_score", *DEFAULT_SCORE.terms, *(f"z_{t}" for t in DEFAULT_SCORE.terms)):
+    num_ws = load_pipeline(shipped["enc"]).G.num_ws
+    config = tiny_default(num_ws)
+    for name in ("pred_score", *config.terms, *(f"z_{t}" for t in config.terms)):
         assert name in rows[0], name
+    assert f"latent_l{num_ws}" not in rows[0]                            # no slot the generator lacks
     assert "cycle" not in rows[0] or "cycle" in DEFAULT_SCORE.terms       # only the configured terms are computed
     column = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k.startswith("z_") or k == "pred_score"}
     # the combined score is the default configuration's combination of the standardised terms
-    np.testing.assert_allclose(column["pred_score"], combine(column, DEFAULT_SCORE), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(column["pred_score"], combine(column, config), rtol=1e-5, atol=1e-5)
     # z-scores are standardised raw terms: same ordering as the raw values
     first_term = DEFAULT_SCORE.terms[0]
     raw = np.array([float(r[first_term]) for r in rows])
@@ -109,9 +118,10 @@ def test_hqanogan_in_the_benchmark_harness(shipped, tmp_path):
     assert r["pixel_auroc"] is not None
     terms = load_score_terms(tmp_path, "hqanogan")   # every score term is kept beside pred_score
     # the combined score (column pred_score, formerly "hqanogan") is the default configuration's combination
-    np.testing.assert_allclose(terms["pred_score"], combine(terms, DEFAULT_SCORE), rtol=1e-5, atol=1e-5)
+    config = tiny_default(method.pipe.G.num_ws)
+    np.testing.assert_allclose(terms["pred_score"], combine(terms, config), rtol=1e-5, atol=1e-5)
     assert "hqanogan" not in terms
-    assert set(DEFAULT_SCORE.terms) | {f"z_{t}" for t in DEFAULT_SCORE.terms} <= set(terms)
+    assert set(config.terms) | {f"z_{t}" for t in config.terms} <= set(terms)
     assert set(load_score_terms(tmp_path, "mean")) == {"pred_score"}
     assert r["info"]["encoder_kind"] == "pretrained" and r["peak_rss_mb"] > 0
 

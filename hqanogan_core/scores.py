@@ -26,7 +26,7 @@ from .repair import repair_codes, slot_thresholds
 from .project import refine
 from .terms import (DEFAULT_TERMS, Evidence, LatentGaussians, ScoreConfig, block_residuals,  # noqa: F401
                     compute_terms, discriminator_features, fit_latent_gaussians, fit_map_scales,
-                    latent_mahalanobis, needs, residual_map, smooth)
+                    latent_mahalanobis, needs, residual_map, slot_of, smooth)
 
 
 # ----------------------------------------------------------------------------- pure math
@@ -160,11 +160,7 @@ class HQAnoGANScorer:
         generator with fewer W+ slots the slots it lacks: `latent_l<k>` needs k < G.num_ws)."""
         present = {"percep": self.percep is not None, "D": self.D is not None, "gaussians": True,
                    "map_scales": self.map_scales is not None or len(self.config.map_terms) == 1}
-        return [n for n in names if all(present[k] for k in needs([n])) and self._has_slot(n)]
-
-    def _has_slot(self, name: str) -> bool:
-        return not (name.startswith("latent_l") and name[len("latent_l"):].isdigit()
-                    and int(name[len("latent_l"):]) >= self.G.num_ws)
+        return [n for n in names if all(present[k] for k in needs([n])) and (slot_of(n) or 0) < self.G.num_ws]
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -442,7 +442,13 @@ ENCODER_MAPS = ("residual_encoder", "perceptual_encoder")               # maps a
 
 def is_term(name: str) -> bool:
     """A registered term, or latent_l<k> (one W+ slot)."""
-    return name in TERMS or (name.startswith("latent_l") and name[len("latent_l"):].isdigit())
+    return name in TERMS or slot_of(name) is not None
+
+
+def slot_of(name: str) -> int | None:
+    """k for the one-slot term latent_l<k>, else None."""
+    digits = name[len("latent_l"):]
+    return int(digits) if name.startswith("latent_l") and digits.isdigit() else None
 
 
 def term(name: str) -> Term:
@@ -450,7 +456,7 @@ def term(name: str) -> Term:
     if name in TERMS:
         return TERMS[name]
     if is_term(name):
-        k = int(name[len("latent_l"):])
+        k = slot_of(name)
         return Term(lambda ev, cfg: ev.slot_distances()[:, k], ("gaussians",), False, f"latent, slot {k} only")
     raise KeyError(f"unknown score term {name!r}: known are {sorted(TERMS)} and latent_l<k>")
 

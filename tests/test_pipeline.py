@@ -17,12 +17,12 @@ from hqanogan_core.data.splits import to_model_input
 from hqanogan_core.pipeline import load_pipeline, split_held_out
 from hqanogan_core import scores
 from hqanogan_core.methods.hqanogan import DEFAULT_SCORE
+from hqanogan_core.terms import slot_of
 
 
 def tiny_default(num_ws: int):
     """DEFAULT_SCORE as a generator with `num_ws` W+ slots scores it: a slot it lacks is skipped."""
-    return DEFAULT_SCORE.replace(terms=tuple(t for t in DEFAULT_SCORE.terms
-                                             if not (t.startswith("latent_l") and int(t[len("latent_l"):]) >= num_ws)))
+    return DEFAULT_SCORE.replace(terms=tuple(t for t in DEFAULT_SCORE.terms if (slot_of(t) or 0) < num_ws))
 
 
 def combine(columns: dict, config) -> np.ndarray:

@@ -2,8 +2,8 @@
 
     phantom    --out DIR [--size 64] [--n-train N] [--n-test N] [--n-valid N] [--seed S] [--severity X]
     convert    {rsna,chexpert,zhanglab,oct2017} --src DIR --out DIR [--size 256] ...
-    train-gan  --data DIR --out RUN [--preset cpu64] [--kimg K] [--resume]   (torchrun for multi-GPU)
-    train-encoder --run RUN --data DIR [--steps N] [--out DIR] [--resume]
+    train-gan  --data DIR --out RUN [--preset cpu64] [--kimg K] [--resume] [--init-from GAN]   (torchrun: multi-GPU)
+    train-encoder --run RUN --data DIR [--steps N] [--out DIR] [--resume] [--init-from ENC]
     train-baseline METHOD --data DIR --out RUN [--steps N] [--preset cpu|gpu] [--resume]
     export-baseline METHOD RUN OUT --data DIR --command "..."
     ablate-encoder --run GAN --data DIR --out DIR [--steps 400]
@@ -44,13 +44,21 @@ def cmd_score_study(args) -> int:
     from hqanogan_core.benchmark import device_description
     from hqanogan_core.nets.perceptual import PerceptualDistance
     from hqanogan_core.pipeline import load_pipeline
-    from hqanogan_core.score_study import run_score_study, save_study, study_key
+    from hqanogan_core.score_study import load_study, reselect_study, run_score_study, save_study, study_key
 
     pipe = load_pipeline(args.run)
     percep = PerceptualDistance()
-    result = run_score_study(pipe, args.data, percep, seed=args.seed, n_boot=args.n_boot)
+    key = study_key(pipe, args.data, percep.backend_name)
     command = "python -m hqanogan_core " + " ".join(sys.argv[1:])
-    save_study(args.out, result, study_key(pipe, args.data, percep.backend_name), command, device_description())
+    found = None if args.remeasure else load_study(args.out, key, measured_only=True)
+    if found is not None:     # same networks, data and candidates: only the selection is redone
+        print(f"{args.out} holds these measurements: re-selecting under today's rule (--remeasure to redo them)")
+        result = reselect_study(found, args.data, seed=args.seed, n_boot=args.n_boot)
+        measured_by = (found["command"] or "").split("   # re-selected")[0]
+        command += f"   # re-selected from the stored columns of: {measured_by}"
+    else:
+        result = run_score_study(pipe, args.data, percep, seed=args.seed, n_boot=args.n_boot)
+    save_study(args.out, result, key, command, device_description())
     chosen = result["report"]["chosen"]
     print(f"chosen on validation: {chosen['describe']} (validation AUROC {chosen['valid_auroc']:.3f}, "
           f"test {chosen['test']['value']:.3f} [{chosen['test']['ci95'][0]:.3f}, {chosen['test']['ci95'][1]:.3f}])")
@@ -199,7 +207,7 @@ def cmd_train_encoder(args) -> int:
     config = EncoderTrainConfig.from_dict(overrides)   # JSON lists -> tuples (blocks, betas)
     out = Path(args.out) if args.out else (run / "encoder")
     summary = train_encoder(gan, args.data, out, config, resume=args.resume, progress=not args.no_progress,
-                            gan_path=run)  # recorded in the checkpoint: `score --encoder OUT` finds G by it
+                            gan_path=run, init_from=args.init_from)  # recorded in the checkpoint: `score --encoder OUT` finds G by it
     print(json.dumps({k: v for k, v in summary.items() if isinstance(v, (str, int, float, dict, list))},
                      indent=2, default=str))
     return 0
@@ -406,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--perceptual", choices=["auto", "lpips", "stlpips"], default=None)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
+    p.add_argument("--init-from", default=None, help="a shipped encoder folder to continue (fresh optimiser) when "
+                   "OUT has no checkpoint yet, e.g. for a generator continued with train-gan --init-from; "
+                   "--steps counts the shipped steps too")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other EncoderTrainConfig field, e.g. width=8, blocks=[1,1,1,1], snapshot_every=5")
     p.add_argument("--resume", action="store_true")
@@ -453,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default=None, help="encoder folder or GAN run (default data/pretrained/encoder64)")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--remeasure", action="store_true", help="measure again even when OUT holds a study of these "
+                   "networks and data (by default only the selection is redone then: seconds, not an hour)")
     p.set_defaults(func=cmd_score_study)
 
     p = sub.add_parser("ship-refined", help="copy the refined codes of the default score from the cache into a "

@@ -14,7 +14,7 @@ choice, and the semi-supervised variant, reported on the test split.
      pixel AUROC wins, ties to fewer maps. Its sigma smooths every map term, and the map itself becomes the
      candidate column `anomaly_map`
   4. `choose_score`: for every (restoration, aggregation, sum or max) a greedy forward selection of
-     equal-weight terms on validation AUROC (a term joins only if it adds at least MIN_GAIN); the best
+     equal-weight terms on validation AUROC (a term joins only if its gain is more than noise: GAIN_RULE); the best
      validation AUROC wins, ties to fewer terms and less computation. Only restorations that still come
      back normal compete (`restoration_keeps_findings`): a refinement whose residual is less concentrated on
      the validation findings than G(E(x))'s has started to draw the findings, and is reported, not chosen
@@ -24,9 +24,11 @@ choice, and the semi-supervised variant, reported on the test split.
      (k in K_LABELS, DRAWS random draws each), the weights of the standardised terms are fitted by a
      logistic regression pulled towards the unsupervised weights; k = 0 is the unsupervised default
 
-Ten-odd minutes per restoration on two CPU cores, so the CLI runs it once and ships the numbers;
-`score_study(...)` loads `results.json` + `columns.safetensors` when the key (networks, data, candidates)
-matches, else runs `run_score_study` itself, the same function.
+Steps 1-3 (`measure_study`) take ten-odd minutes per restoration on two CPU cores; steps 4-6
+(`study_report`) take seconds on the measured columns. So the CLI runs it once and ships the numbers, and
+`score_study(...)` loads `results.json` + `columns.safetensors` when the key matches; when only the
+selection rule changed (SELECTION_FIELDS of the key), it re-selects from the stored columns
+(`reselect_study`); otherwise it runs `run_score_study` itself, the same functions.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from scipy.optimize import minimize
 from . import metrics
 from .data.splits import load_split, to_model_input
 from .pipeline import Pipeline, fit_scorer, split_held_out
-from .provenance import images_signature, keys_match, tensor_digest
+from .provenance import images_signature, keys_match, portable_path, tensor_digest
 from .scores import Evidence, fit_standardisation, standardise
 from .terms import ENCODER_MAPS, TERMS, ScoreConfig, fit_map_scales
 
@@ -54,10 +56,13 @@ MAP_CANDIDATES = ("image_residual", "residual_encoder", "perceptual", "perceptua
 AGGREGATIONS = {"mean": ("mean", 1.0), "top1": ("topk", 1.0), "top5": ("topk", 5.0), "max": ("max", 1.0)}
 REFINE_CANDIDATES = (0, 30, 40, 50)         # refine_steps: G(E(x)), and that many steps of pixel-MSE refinement in W+
 SIGMA_CANDIDATES = (0.5, 1.0, 2.0, 3.0)
-MIN_GAIN = 0.005                            # validation AUROC a term must add to join the combination
+GAIN_BOOT = 1000                            # paired bootstrap resamples behind "does this term add more than noise?"
+GAIN_RULE = f"a term joins while the 95 % CI of its paired-bootstrap AUROC gain ({GAIN_BOOT} resamples) is above 0"
 K_LABELS = (0, 5, 20, 100)
 DRAWS = 20
 PRIOR_STRENGTH = 1.0                        # lambda of the pull towards the unsupervised weights
+SELECTION_FIELDS = ("gain_rule", "ks", "draws", "prior_strength",    # key fields only steps 4-6 read
+                    "min_gain")                                      # (the fixed bar of studies before GAIN_RULE)
 PREVIOUS_DEFAULT = ScoreConfig()            # four global terms of G(E(x)), equal weights (until this study)
 
 
@@ -90,16 +95,21 @@ def combined(z: dict[str, np.ndarray], columns, how: str = "sum", weights=None) 
 
 
 def greedy_selection(z: dict[str, np.ndarray], labels: np.ndarray, candidates, how: str = "sum",
-                     min_gain: float = MIN_GAIN) -> tuple[list[str], float]:
-    """Forward selection of equal-weight z-scored columns on AUROC: start from the best single column, add
-    the column that raises the AUROC most, stop when no column adds `min_gain`. -> (columns, AUROC)"""
+                     n_boot: int = GAIN_BOOT, seed: int = 0) -> tuple[list[str], float]:
+    """Forward selection of equal-weight z-scored columns on AUROC: start from the best single column, then
+    take the column that raises the AUROC most, but only if its gain is more than noise: the 95 % CI of a
+    paired bootstrap of the gain over these images (`metrics.paired_bootstrap`) lies above 0. Stop at the
+    first that fails. -> (columns, AUROC)"""
     chosen, best = [], -np.inf
     remaining = list(candidates)
     while remaining:
         gains = {c: metrics.auroc(combined(z, chosen + [c], how), labels) for c in remaining}
         c = max(gains, key=gains.get)
-        if chosen and gains[c] < best + min_gain:
-            break
+        if chosen:
+            gain = metrics.paired_bootstrap(metrics.auroc, combined(z, chosen + [c], how), combined(z, chosen, how),
+                                            labels, n_boot=n_boot, seed=seed)
+            if gain["ci95"][0] <= 0:
+                break
         chosen.append(c)
         remaining.remove(c)
         best = gains[c]
@@ -233,8 +243,8 @@ def study_key(pipe: Pipeline, data, percep_name: str) -> dict:
             "valid_signature": images_signature(valid.images), "test_signature": images_signature(test.images),
             "train_signature": images_signature(load_split(data, "train").images),
             "terms": list(CANDIDATE_TERMS), "aggregations": list(AGGREGATIONS), "refine": list(REFINE_CANDIDATES),
-            "sigmas": list(SIGMA_CANDIDATES), "maps": list(MAP_CANDIDATES), "min_gain": MIN_GAIN, "ks": list(K_LABELS),
-            "draws": DRAWS, "prior_strength": PRIOR_STRENGTH, "perceptual": percep_name}
+            "sigmas": list(SIGMA_CANDIDATES), "maps": list(MAP_CANDIDATES), "perceptual": percep_name,
+            "gain_rule": GAIN_RULE, "ks": list(K_LABELS), "draws": DRAWS, "prior_strength": PRIOR_STRENGTH}
 
 
 def study_evidence(scorer, images: torch.Tensor, refine_steps: int) -> Evidence:
@@ -295,8 +305,11 @@ def term_columns(scorer, ev: Evidence, anomaly_map: dict, log=print) -> dict[str
     return cols
 
 
-def run_score_study(pipe: Pipeline, data, percep=None, seed: int = 0, n_boot: int = 1000, log=print) -> dict:
-    """The study of the module docstring on `data` (MVTec layout with masks for the sigma choice)."""
+def measure_study(pipe: Pipeline, data, percep=None, seed: int = 0, log=print) -> dict:
+    """Steps 1-3 of the module docstring (the expensive part): every candidate column of the validation and
+    test split, z-scored by the held-out normals, per restoration; each restoration's quality and map.
+    -> {"z_valid": {r: {column: [N]}}, "z_test": ..., "columns": {r: [column, ...]}, "restorations": {str(r): ..},
+        "maps": {r: choose_map result}}"""
     train, valid, test = (load_split(data, s) for s in ("train", "valid", "test"))
     R = pipe.G.resolution
     x_train = to_model_input(train.images, R)
@@ -325,7 +338,13 @@ def run_score_study(pipe: Pipeline, data, percep=None, seed: int = 0, n_boot: in
         columns[r] = list(valid_cols)
         z_test[r] = standardise(term_columns(scorer, study_evidence(scorer, x_test, r), maps[r], log), stats)
         del ev_held, ev_valid
+    return {"z_valid": z_valid, "z_test": z_test, "columns": columns, "restorations": restorations, "maps": maps}
 
+
+def choose_score(measured: dict, valid_labels: np.ndarray, seed: int = 0) -> tuple[list[dict], dict]:
+    """Step 4: for every (restoration, aggregation, sum or max) the greedy selection on validation; the best
+    eligible option wins (ties to fewer terms, less computation). -> (options, best option)"""
+    z_valid, columns, restorations = measured["z_valid"], measured["columns"], measured["restorations"]
     options = []
     for r in REFINE_CANDIDATES:
         keeps = restoration_keeps_findings(restorations[str(r)], restorations["0"])
@@ -333,42 +352,75 @@ def run_score_study(pipe: Pipeline, data, percep=None, seed: int = 0, n_boot: in
         for agg in AGGREGATIONS:
             pool = [c for c in columns[r] if "@" not in c or c.endswith("@" + agg)]
             for how in ("sum", "max"):
-                chosen, value = greedy_selection(z_valid[r], valid.labels, pool, how)
+                chosen, value = greedy_selection(z_valid[r], valid_labels, pool, how, seed=seed)
                 options.append({"refine_steps": r, "aggregation": agg, "combine": how, "columns": chosen,
                                 "valid_auroc": value, "eligible": keeps})
     cost = {r: i for i, r in enumerate(REFINE_CANDIDATES)}
     best = max((o for o in options if o["eligible"]),
                key=lambda o: (round(o["valid_auroc"], 4), -len(o["columns"]), -cost[o["refine_steps"]],
                               o["aggregation"] == "mean"))
+    return options, best
+
+
+def study_report(measured: dict, valid, test, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Steps 4-6 from the measured columns alone (seconds): the choice on validation, then the test split's
+    AUROCs of every column, of the choice and of the previous default, and the semi-supervised curve."""
+    z_valid, z_test, columns, maps = (measured[k] for k in ("z_valid", "z_test", "columns", "maps"))
+    options, best = choose_score(measured, valid.labels, seed)
     chosen = config_of(best, maps[best["refine_steps"]])
-
-    def test_scores(cfg_columns, r, how):
-        return combined(z_test[r], cfg_columns, how)
-
+    r = best["refine_steps"]
+    chosen_test = combined(z_test[r], best["columns"], best["combine"])
     previous = [c for c in columns[0] if c.partition("@")[0] in PREVIOUS_DEFAULT.terms and
                 ("@" not in c or c.endswith("@mean"))]
     report = {
         "chosen": {"config": chosen.to_dict(), "describe": chosen.describe(), **best,
-                   "test": auroc_report(test_scores(best["columns"], best["refine_steps"], best["combine"]), test,
-                                        n_boot, seed)},
+                   "test": auroc_report(chosen_test, test, n_boot, seed)},
         "previous_default": {"config": PREVIOUS_DEFAULT.to_dict(), "columns": previous,
                              "valid_auroc": metrics.auroc(combined(z_valid[0], previous), valid.labels),
                              "test": auroc_report(combined(z_test[0], previous), test, n_boot, seed)},
-        "options": options, "sigma": chosen.map_sigma, "restorations": restorations,
-        "maps": {str(r): {k: v for k, v in m.items() if k != "scales"} for r, m in maps.items()},
-        "columns": {str(r): {c: {"valid": metrics.auroc(z_valid[r][c], valid.labels),
-                                 "test": auroc_report(z_test[r][c], test, n_boot, seed)} for c in columns[r]}
-                    for r in REFINE_CANDIDATES},
+        "options": options, "sigma": chosen.map_sigma, "restorations": measured["restorations"],
+        "maps": {str(k): {f: v for f, v in m.items() if f != "scales"} for k, m in maps.items()},
+        "columns": {str(k): {c: {"valid": metrics.auroc(z_valid[k][c], valid.labels),
+                                 "test": auroc_report(z_test[k][c], test, n_boot, seed)} for c in columns[k]}
+                    for k in REFINE_CANDIDATES},
     }
-    r = best["refine_steps"]
     pool = [c for c in columns[r] if "@" not in c or c.endswith("@" + best["aggregation"])]
     report["semi_supervised"] = semi_supervised_curve(
-        z_valid[r], valid.labels, z_test[r], test, pool, best["columns"],
-        test_scores(best["columns"], r, best["combine"]), ks=K_LABELS, draws=DRAWS, n_boot=n_boot, seed=seed)
+        z_valid[r], valid.labels, z_test[r], test, pool, best["columns"], chosen_test, ks=K_LABELS, draws=DRAWS,
+        n_boot=n_boot, seed=seed)
     report["semi_supervised_columns"] = pool
-    tensors = {f"{split}/{r}/{c}": torch.from_numpy(np.asarray(z[r][c], np.float32))
-               for split, z in (("valid", z_valid), ("test", z_test)) for r in z for c in z[r]}
-    return {"report": report, "tensors": tensors}
+    return report
+
+
+def study_tensors(measured: dict) -> dict[str, torch.Tensor]:
+    """The z-scored columns as stored: "valid/<r>/<column>" and "test/<r>/<column>"."""
+    return {f"{split}/{r}/{c}": torch.from_numpy(np.asarray(measured[f"z_{split}"][r][c], np.float32))
+            for split in ("valid", "test") for r in REFINE_CANDIDATES for c in measured["columns"][r]}
+
+
+def measured_from_stored(found: dict) -> dict:
+    """`measure_study`'s result rebuilt from a stored study (its report and z-scored columns), so that a new
+    selection rule costs seconds, not a re-measurement (stored in float32, as the stored choice used)."""
+    rep = found["report"]
+    columns = {r: list(rep["columns"][str(r)]) for r in REFINE_CANDIDATES}
+    return {"z_valid": {r: z_columns(found, "valid", r) for r in REFINE_CANDIDATES},
+            "z_test": {r: z_columns(found, "test", r) for r in REFINE_CANDIDATES},
+            "columns": columns, "restorations": {k: dict(v) for k, v in rep["restorations"].items()},
+            "maps": {r: rep["maps"][str(r)] for r in REFINE_CANDIDATES}}
+
+
+def run_score_study(pipe: Pipeline, data, percep=None, seed: int = 0, n_boot: int = 1000, log=print) -> dict:
+    """The study of the module docstring on `data` (MVTec layout with masks for the sigma choice)."""
+    measured = measure_study(pipe, data, percep, seed, log)
+    report = study_report(measured, load_split(data, "valid"), load_split(data, "test"), n_boot, seed)
+    return {"report": report, "tensors": study_tensors(measured)}
+
+
+def reselect_study(found: dict, data, n_boot: int = 1000, seed: int = 0) -> dict:
+    """A stored study's measurements under today's selection rule (`study_report`): {"report", "tensors"}."""
+    measured = measured_from_stored(found)
+    report = study_report(measured, load_split(data, "valid"), load_split(data, "test"), n_boot, seed)
+    return {"report": report, "tensors": study_tensors(measured)}
 
 
 def default_study_path() -> Path:
@@ -391,14 +443,18 @@ def save_study(out, result: dict, key: dict, command: str, device: str) -> Path:
     return out
 
 
-def load_study(where, key: dict) -> dict | None:
+def load_study(where, key: dict, measured_only: bool = False) -> dict | None:
+    """The study stored in `where` if its key matches `key` (measured_only: all but SELECTION_FIELDS), else None."""
     from safetensors.torch import load_file
 
     file = Path(where) / "results.json"
     if not file.is_file():
         return None
     doc = json.loads(file.read_text())
-    if doc.get("format") != FORMAT or not keys_match(doc.get("key", {}), key):
+    stored = doc.get("key", {})
+    if measured_only:
+        stored, key = ({k: v for k, v in d.items() if k not in SELECTION_FIELDS} for d in (stored, key))
+    if doc.get("format") != FORMAT or not keys_match(stored, key):
         return None
     tensors = load_file(str(Path(where) / "columns.safetensors"))
     return {"report": doc["report"], "tensors": tensors, "command": doc.get("command"), "loaded_from": str(file)}
@@ -411,8 +467,9 @@ def z_columns(result: dict, split: str, refine_steps: int) -> dict[str, np.ndarr
 
 
 def score_study(pipe: Pipeline, data, percep=None, shipped=None, out=None, log=print) -> dict:
-    """The shipped study if its key matches (networks, data, candidates), else `run_score_study` written to
-    `out` (default cache/score_study)."""
+    """The shipped study if its key matches (networks, data, candidates, selection rule); a stored study whose
+    measurements match, re-selected under today's rule (`reselect_study`, seconds); else `run_score_study`.
+    What is not the shipped study is written to `out` (default cache/score_study)."""
     from .benchmark import device_description
     from .nets.perceptual import PerceptualDistance
     from .paths import cache_dir
@@ -420,10 +477,18 @@ def score_study(pipe: Pipeline, data, percep=None, shipped=None, out=None, log=p
     percep = percep or PerceptualDistance()
     key = study_key(pipe, data, percep.backend_name)
     out = Path(out) if out is not None else cache_dir() / "score_study"
-    for where in (Path(shipped) if shipped is not None else default_study_path(), out):
+    places = (Path(shipped) if shipped is not None else default_study_path(), out)
+    for where in places:
         if (found := load_study(where, key)) is not None:
             log(f"[score-study] loaded {found['loaded_from']} (command: {found['command']})")
             return found
+    for where in places:
+        if (found := load_study(where, key, measured_only=True)) is not None:
+            log(f"[score-study] {found['loaded_from']} was selected under another rule: re-selecting (seconds)")
+            result = reselect_study(found, data)
+            save_study(out, result, key, f"score_study() (re-selected from {portable_path(found['loaded_from'])})",
+                       device_description())
+            return {**result, "loaded_from": None}
     log("[score-study] no stored study matches these networks and data: running it (minutes)")
     result = run_score_study(pipe, data, percep, log=log)
     save_study(out, result, key, "score_study() (recomputed, not shipped)", device_description())

@@ -22,7 +22,11 @@ def test_greedy_selection_adds_terms_only_while_they_help():
     assert sorted(chosen) == ["a", "b"]
     assert value == pytest.approx(metrics.auroc(signal_a + signal_b, y))
     assert value > max(metrics.auroc(signal_a, y), metrics.auroc(signal_b, y))
-    only, _ = st.greedy_selection(z, y, ["noise", "a"], min_gain=0.2)     # a high bar keeps the best single term
+    # a term whose gain is positive but within the bootstrap noise stays out (a fixed bar of 0.005 let it in)
+    weak = np.random.default_rng(11).normal(size=400) * 0.3 + 0.1 * y
+    gain = metrics.auroc(signal_a + weak, y) - metrics.auroc(signal_a, y)
+    assert 0.005 < gain and metrics.paired_bootstrap(metrics.auroc, signal_a + weak, signal_a, y)["ci95"][0] < 0
+    only, _ = st.greedy_selection({"a": signal_a, "weak": weak}, y, ["weak", "a"])
     assert only == ["a"]
 
 
@@ -79,6 +83,22 @@ def test_study_on_the_tiny_pipeline_chooses_on_validation(shipped, monkeypatch, 
     assert rep["semi_supervised"]["0"]["auroc_mean"] == pytest.approx(rep["chosen"]["test"]["value"], abs=1e-6)
     assert rep["semi_supervised"]["2"]["draws"] == 3
     json.dumps(rep)                                                   # storable as JSON
+    # stored, then asked for under another selection rule: re-selected from the stored columns, which
+    # (the same rule in fact) gives the same choice and numbers, up to the float32 storage of the columns
+    key = st.study_key(pipe, shipped["data"], "lpips-tiny")
+    st.save_study(tmp_path / "study", out, key, "test", "cpu")
+    assert st.load_study(tmp_path / "study", key)["report"]["chosen"] == json.loads(json.dumps(rep["chosen"]))
+    monkeypatch.setattr(st, "GAIN_RULE", "another rule")
+    other = st.study_key(pipe, shipped["data"], "lpips-tiny")
+    assert st.load_study(tmp_path / "study", other) is None
+    found = st.load_study(tmp_path / "study", other, measured_only=True)
+    again = st.reselect_study(found, shipped["data"], n_boot=20)["report"]
+    assert again["chosen"]["columns"] == rep["chosen"]["columns"] and again["chosen"]["config"] == rep["chosen"]["config"]
+    assert again["chosen"]["test"]["value"] == pytest.approx(rep["chosen"]["test"]["value"], abs=1e-4)
+    assert again["semi_supervised"]["2"]["auroc_mean"] == pytest.approx(rep["semi_supervised"]["2"]["auroc_mean"],
+                                                                        abs=1e-3)
+    other_data = dict(key, generator_sha256="another generator")
+    assert st.load_study(tmp_path / "study", other_data, measured_only=True) is None
 
 
 def test_a_restoration_that_draws_the_finding_is_not_eligible():

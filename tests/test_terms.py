@@ -276,7 +276,7 @@ def test_with_restoration_without_refinement_moves_every_map():
 
 
 def test_a_slot_the_generator_lacks_is_skipped_like_a_missing_network():
-    """DEFAULT_SCORE names latent_l9 (the shipped generator has 10 slots); a smaller one skips it."""
+    """A score may name latent_l<k> for a slot a smaller generator lacks: that generator skips it."""
     scorer = tiny_scorer(terms.ScoreConfig(terms=("image_residual", "latent_l1")))
     L = scorer.G.num_ws
     assert scorer.usable(["image_residual", f"latent_l{L - 1}", f"latent_l{L}"]) == ["image_residual", f"latent_l{L - 1}"]

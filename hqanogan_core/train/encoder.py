@@ -47,7 +47,7 @@ from ..nets.psp import EncoderConfig, build_encoder, encode_images, encoder_conf
 from .. import checkpoint as ckpt
 from .optim import ranger
 
-__all__ = ["EncoderTrainConfig", "EncoderTrainer", "train_encoder", "encoder_losses", "gan_record"]
+__all__ = ["EncoderTrainConfig", "EncoderTrainer", "train_encoder", "encoder_losses", "gan_record", "warm_start"]
 
 ENCODER_CHECKPOINT_FORMAT = "hqanogan-encoder-checkpoint-v1"   # training checkpoint (the shipped folder is pretrained.ENCODER_FORMAT)
 STEP_SEED_STRIDE = 1_000_003     # batch of step t is drawn from a generator seeded seed * STRIDE + t
@@ -142,6 +142,7 @@ class EncoderTrainer:
         self.opt = ranger(self.E.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.step_idx = 0
         self.gan_record: dict | None = None   # where the generator lives (function `gan_record`), saved in meta
+        self.warm_started_from: str | None = None   # a shipped encoder this run continued (`warm_start`)
 
     def _batch(self, step: int):
         """(x [B, C, R, R], ws_true [M, num_ws, w_dim]) from a generator seeded by (seed, step)."""
@@ -192,7 +193,7 @@ class EncoderTrainer:
             "kind": "encoder", "encoder_format": ENCODER_CHECKPOINT_FORMAT, "config": self.cfg.to_dict(),
             "encoder_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.enc_cfg).items()},
             "step": self.step_idx, "opt": mo, "rng": mr, "perceptual": self.percep.backend_name,
-            "gan": self.gan_record, "torch": torch.__version__,
+            "gan": self.gan_record, "torch": torch.__version__, "warm_started_from": self.warm_started_from,
         }
         return tensors, meta
 
@@ -208,6 +209,7 @@ class EncoderTrainer:
         self.E.load_state_dict(ckpt.unprefixed("E", tensors))
         ckpt.load_optimizer_state(self.opt, "opt", tensors, meta["opt"])
         self.step_idx = int(meta["step"])
+        self.warm_started_from = meta.get("warm_started_from")
         ckpt.set_rng_state(tensors, meta["rng"])
         if meta.get("perceptual") != self.percep.backend_name:
             print(f"note: {path} was trained with perceptual {meta.get('perceptual')!r}, "
@@ -237,8 +239,38 @@ def gan_record(gan_path, out_dir) -> dict:
     return {"path": Path(os.path.relpath(gan_path, out_dir)).as_posix(), "abs_path": str(gan_path)}
 
 
+def warm_start(trainer: EncoderTrainer, folder, out_dir) -> None:
+    """Continue a shipped encoder (`folder`: encoder.safetensors + manifest.json) with a fresh optimiser.
+
+    For a generator that was itself trained further (`train-gan --init-from`): E starts from the shipped
+    weights, with w_avg replaced by the current generator's, the step counter continues from the shipped
+    steps, and Ranger restarts. Writes out_dir/encoder.safetensors and copies the shipped log, so that
+    `run_training(resume=True)` continues from there and the log and step time cover the whole training.
+    The encoder's kind and architecture must match the trainer's config."""
+    from ..pretrained import load_pretrained_encoder
+
+    folder, out_dir = Path(folder), Path(out_dir)
+    E, manifest = load_pretrained_encoder(folder)
+    ours = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(trainer.enc_cfg).items()}
+    theirs = manifest["encoder"]["config"]
+    if manifest["encoder"]["kind"] != trainer.cfg.encoder or theirs != ours:
+        diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+        raise ValueError(f"{folder / 'manifest.json'}: a {manifest['encoder']['kind']!r} encoder that differs from "
+                         f"this run's {trainer.cfg.encoder!r} one in {diff or ['kind']}; cannot continue it")
+    state = E.state_dict()
+    state["w_avg"] = trainer.G.w_avg.detach().clone()
+    trainer.E.load_state_dict(state)
+    trainer.step_idx = int(manifest["training"]["steps"])
+    trainer.warm_started_from = str(folder)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (folder / "log.jsonl").is_file():
+        ckpt.atomic_write_bytes(out_dir / "log.jsonl", (folder / "log.jsonl").read_bytes())
+    trainer.save(out_dir / "encoder.safetensors")
+
+
 def train_encoder(gan, data, out_dir, config: EncoderTrainConfig | None = None, resume: bool = False,
-                  progress: bool = True, percep: PerceptualDistance | None = None, gan_path=None) -> dict:
+                  progress: bool = True, percep: PerceptualDistance | None = None, gan_path=None,
+                  init_from=None) -> dict:
     """Train a pSp encoder for a frozen generator.
 
     gan       (G, D) (D may be None: no feature term), a callable returning (G, D), or a GAN run folder /
@@ -246,6 +278,8 @@ def train_encoder(gan, data, out_dir, config: EncoderTrainConfig | None = None, 
     data      MVTec-layout folder (train/good/*.png) or an image tensor [N, C, R, R] in [-1, 1].
     gan_path  where the generator lives (a shipped GAN folder, a train-gan run or checkpoint), recorded in
               the checkpoint so `score --encoder OUT` finds it; defaults to `gan` when that is a path.
+    init_from a shipped encoder folder to continue (`warm_start`) when out_dir has no checkpoint to resume;
+              `config.steps` is then the total, the shipped steps included.
     Returns a summary dict (steps, seconds, last log line, paths, the trainer).
     """
     from .gan import load_images, save_image_grid
@@ -266,6 +300,10 @@ def train_encoder(gan, data, out_dir, config: EncoderTrainConfig | None = None, 
         save_image_grid(torch.cat([grid_x, recon]), out / f"recon_step{tr.step_idx:06d}.png", nrow=len(grid_x))
 
     ckpt.remove_stale_temp_files(Path(out_dir) / "encoder.safetensors")   # left by a run killed mid-write
+    if init_from is not None and not (resume and (Path(out_dir) / "encoder.safetensors").exists()):
+        warm_start(trainer, init_from, out_dir)
+        print(f"continuing {init_from} at step {trainer.step_idx} (fresh optimiser)")
+        resume = True
     start = {"perceptual": trainer.percep.backend_name, "encoder_params": sum(p.numel() for p in trainer.E.parameters()),
              "device": str(trainer.device), "config": cfg.to_dict()}
     summary = run_training(trainer, out_dir, cfg.steps, checkpoint_name="encoder.safetensors", log_every=cfg.log_every,

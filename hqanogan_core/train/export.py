@@ -205,6 +205,7 @@ def export_gan(run_dir, out_dir, command: str, note: str = "", *, data_dir=None,
         "training": {
             "kimg": meta["kimg"], "cur_nimg": meta["cur_nimg"], "steps": meta["step"],
             "augment_p": float(tensors["augment.p"]), "world_size": meta.get("world_size", 1),
+            "warm_started_from": _portable_or_none(meta.get("warm_started_from")),
             "device": "cuda" if "rng.cuda" in tensors else "cpu",
             "torch": meta.get("torch"),
             "step_seconds": round(training_time(lines), 1),
@@ -254,6 +255,11 @@ def export_gan(run_dir, out_dir, command: str, note: str = "", *, data_dir=None,
 
 
 # ----------------------------------------------------------------------------- encoder export
+
+
+def _portable_or_none(path) -> str | None:
+    """A continued run's starting folder, repository-relative where it can be (None: trained from scratch)."""
+    return None if path is None else portable_path(path)
 
 
 def _relative(path: Path, start: Path) -> str:
@@ -322,7 +328,8 @@ def export_encoder(run_dir, out_dir, gan_dir, command: str, note: str = "", *, d
                      "step_seconds": round(step_seconds(lines), 1),
                      "step_seconds_measures": "sum over log.jsonl lines of s_per_step x steps: time inside the "
                                               "training step only (no snapshots or checkpoint writes)",
-                     "device": start.get("device"), "torch": meta.get("torch"), "log_lines": len(lines)},
+                     "device": start.get("device"), "torch": meta.get("torch"), "log_lines": len(lines),
+                     "warm_started_from": _portable_or_none(meta.get("warm_started_from"))},
         "files": {},
         "copied_from_run": copied,
     }

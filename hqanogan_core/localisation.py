@@ -103,6 +103,19 @@ def pixel_bootstrap(maps: np.ndarray, masks: np.ndarray, n_boot: int = 200, seed
             "binned": {"pixel_auroc": float(auroc[0]), "aupro": float(aupro[0])}}
 
 
+def inside_outside(change: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image with a finding: the mean of `change` (a residual |x - x_hat|) inside its mask and outside it.
+
+    change, masks [N, H, W] -> (inside [n], outside [n]) over the n images whose mask is not empty. Their
+    means' ratio is the "contrast" of a restoration: does the finding stay in the residual?"""
+    change, masks = np.asarray(change), np.asarray(masks) > 0
+    assert change.shape == masks.shape and change.ndim == 3, (change.shape, masks.shape)
+    has = masks.reshape(len(masks), -1).any(axis=1)
+    inside = np.array([c[m].mean() for c, m in zip(change[has], masks[has])])
+    outside = np.array([c[~m].mean() for c, m in zip(change[has], masks[has])])
+    return inside, outside
+
+
 def naturalness(restored: np.ndarray, inputs: np.ndarray, masks: np.ndarray, normals: np.ndarray,
                 seed: int = 0) -> dict:
     """How normal do restorations of abnormal images look, and what did they change?
@@ -114,10 +127,7 @@ def naturalness(restored: np.ndarray, inputs: np.ndarray, masks: np.ndarray, nor
     changed only the finding, nan when it changed nothing)}"""
     restored, inputs, masks = np.asarray(restored), np.asarray(inputs), np.asarray(masks) > 0
     assert restored.shape == inputs.shape == masks.shape and restored.ndim == 3, (restored.shape, inputs.shape)
-    change = np.abs(inputs - restored)
-    has = masks.reshape(len(masks), -1).any(axis=1)
-    inside = np.array([c[m].mean() for c, m in zip(change[has], masks[has])])
-    outside = np.array([c[~m].mean() for c, m in zip(change[has], masks[has])])
+    inside, outside = inside_outside(np.abs(inputs - restored), masks)
     c_in, c_out = float(inside.mean()), float(outside.mean())
     contrast = c_in / c_out if c_out > 0 else (np.inf if c_in > 0 else np.nan)   # no 0/0 warnings
     return {"swd": image_swd(restored, normals, seed), "change_inside": c_in, "change_outside": c_out,

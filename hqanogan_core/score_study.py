@@ -42,6 +42,7 @@ from scipy.optimize import minimize
 
 from . import metrics
 from .data.splits import load_split, to_model_input
+from .localisation import inside_outside
 from .pipeline import Pipeline, fit_scorer, split_held_out
 from .provenance import images_signature, keys_match, portable_path, tensor_digest
 from .scores import Evidence, fit_standardisation, standardise
@@ -206,11 +207,8 @@ def restoration_quality(ev: Evidence, split, seconds: float) -> dict:
     out = {"psnr_normals": float(psnr(ev.x[normal], ev.rec[normal]).mean()), "n_normals": int(normal.sum()),
            "seconds_per_image": seconds / len(ev.x)}
     if split.masks is not None and split.masks.any():
-        res = ev.residual()
-        masks = split.masks.astype(bool)
-        ab = [i for i in np.flatnonzero(split.labels == 1) if masks[i].any()]
-        inside = np.mean([res[i][masks[i]].mean() for i in ab])
-        outside = np.mean([res[i][~masks[i]].mean() for i in ab])
+        abnormal = split.labels == 1
+        inside, outside = (v.mean() for v in inside_outside(ev.residual()[abnormal], split.masks[abnormal]))
         out.update(contrast=float(inside / outside), change_inside=float(inside), change_outside=float(outside))
     return out
 

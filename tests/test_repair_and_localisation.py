@@ -345,3 +345,19 @@ def test_scorer_repair_on_tiny_nets():
     again = scorer.repair(test, quantile=0.9, ws=ws)
     np.testing.assert_array_equal(again["repaired"], out["repaired"])
     assert isinstance(out["repaired"], np.ndarray) and not torch.is_tensor(out["repaired"])
+
+
+def test_inside_outside_by_hand():
+    """Per image with a finding: mean change inside its mask and outside; an image without one is left out."""
+    change = np.zeros((3, 2, 2))
+    change[0] = [[4.0, 1.0], [1.0, 1.0]]
+    change[1] = [[9.0, 9.0], [9.0, 9.0]]          # no finding: not counted
+    change[2] = [[2.0, 2.0], [0.0, 1.0]]
+    masks = np.zeros((3, 2, 2), bool)
+    masks[0, 0, 0] = True
+    masks[2, 0] = True
+    inside, outside = loc.inside_outside(change, masks)
+    np.testing.assert_allclose(inside, [4.0, 2.0])
+    np.testing.assert_allclose(outside, [1.0, 0.5])
+    with pytest.raises(AssertionError):
+        loc.inside_outside(change[0], masks[0])   # [H, W] is not a batch

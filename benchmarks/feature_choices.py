@@ -46,10 +46,12 @@ def main() -> int:
         scores = method.score(valid.images)["pred_score"]
         t2 = time.perf_counter()
         value, lo, hi = metrics.bootstrap_ci(metrics.auroc, scores, valid.labels, n_boot=1000, seed=0)
-        row = {"method": name, "backbone": backbone, "n_fit": n_fit, "input_size": size, "valid_auroc": value, "ci95": [lo, hi],
-               "fit_s": round(t1 - t0, 1), "score_ms_per_image": round(1000 * (t2 - t1) / len(valid), 1)}
+        row = {"method": name, "backbone": backbone, "n_fit": n_fit, "input_size": size, "valid_auroc": value,
+               "ci95": [lo, hi], "fit_s": round(t1 - t0, 1),
+               "score_ms_per_image": round(1000 * (t2 - t1) / len(valid), 1)}
         rows.append(row)
-        print(f"{name:12s} {backbone:5s} n_fit {n_fit:5d} input {size:4d}  valid AUROC {value:.3f} [{lo:.3f}, {hi:.3f}]  "
+        print(f"{name:12s} {backbone:5s} n_fit {n_fit:5d} input {size:4d}  "
+              f"valid AUROC {value:.3f} [{lo:.3f}, {hi:.3f}]  "
               f"fit {row['fit_s']:6.1f} s  score {row['score_ms_per_image']:5.1f} ms/image", flush=True)
     if args.out:
         with open(args.out, "w") as f:

@@ -87,7 +87,8 @@ def main(argv=None) -> int:
         print("error: CUDA is not available (torch.cuda.is_available() is False): this check needs one NVIDIA GPU "
               f"and a CUDA build of PyTorch (this one is torch {torch.__version__}).", file=sys.stderr)
         return 2
-    print(f"device: {torch.cuda.get_device_name(0)} | torch {torch.__version__} | {os.cpu_count()} CPU cores", flush=True)
+    print(f"device: {torch.cuda.get_device_name(0)} | torch {torch.__version__} | {os.cpu_count()} CPU cores",
+          flush=True)
 
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="gpu_check_gan_"))
     work.mkdir(parents=True, exist_ok=True)

@@ -242,8 +242,8 @@ def inversion_study(G, E, percep, normals: torch.Tensor, abnormal: torch.Tensor,
     from .recon import compare_inversions
 
     key = {"generator_sha256": tensor_digest(G), "encoder_sha256": tensor_digest(E),
-           "normals_signature": images_signature(normals), "abnormal_signature": images_signature(abnormal), "steps": steps,
-           "seed": seed, "perceptual": percep.backend_name}
+           "normals_signature": images_signature(normals), "abnormal_signature": images_signature(abnormal),
+           "steps": steps, "seed": seed, "perceptual": percep.backend_name}
     out = Path(out) if out is not None else cache_dir() / "inversion64"
     for where in (Path(shipped) if shipped is not None else default_inversion_path(), out):
         file = where / RESULTS_FILE
@@ -285,7 +285,8 @@ REPAIR_CONFIGS = [{"mode": mode, "quantile": q, "target_quantile": t}
 
 def repair_sweep(method, valid, configs=None, fpr_limit: float = 0.3) -> list[dict]:
     """Every latent-repair setting judged on the validation split by the AUPRO of its map (the scorer's anomaly
-    map with G(repaired) as the restoration), next to the plain map (first row, config None). method: a fitted HQ-AnoGAN; valid: SplitArrays with masks.
+    map with G(repaired) as the restoration), next to the plain map (first row, config None). method: a fitted
+    HQ-AnoGAN; valid: SplitArrays with masks.
     -> [{"config", "aupro", "pixel_auroc", "flagged_normal", "flagged_abnormal", "latent_kept"}] where the
     flagged fractions are of slots, and latent_kept is the abnormal images' latent term after / before."""
     from .metrics import aupro, pixel_auroc
@@ -296,7 +297,8 @@ def repair_sweep(method, valid, configs=None, fpr_limit: float = 0.3) -> list[di
     ev = Evidence(scorer, x)                # the score's restoration: the map every repair is compared with
     abnormal = valid.labels == 1
     plain = scorer.anomaly_maps(x, ev)
-    rows = [{"config": None, "aupro": aupro(plain, valid.masks, fpr_limit), "pixel_auroc": pixel_auroc(plain, valid.masks),
+    rows = [{"config": None, "aupro": aupro(plain, valid.masks, fpr_limit),
+             "pixel_auroc": pixel_auroc(plain, valid.masks),
              "flagged_normal": 0.0, "flagged_abnormal": 0.0, "latent_kept": 1.0}]
     for config in configs if configs is not None else REPAIR_CONFIGS:
         out = scorer.repair(x, ws=ev.ws, **config)

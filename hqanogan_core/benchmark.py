@@ -396,7 +396,8 @@ def _imported_modules(name: str, seen: set) -> None:
     for node in ast.walk(ast.parse(Path(inspect.getsourcefile(module)).read_text())):
         targets = []
         if isinstance(node, ast.ImportFrom):
-            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level else node.module
+            base = (importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level
+                    else node.module)
             targets = [base] + [f"{base}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
@@ -539,7 +540,8 @@ def score_split(data, out_csv, method: str = "hqanogan", options: dict | None = 
         for path, kind, m in zip(target.paths, target.types, maps):
             write_map_png(maps_dir / str(kind) / (Path(path).stem + ".png"), m, scale)
         (maps_dir / "maps.json").write_text(json.dumps({
-            "method": method, "what": getattr(model, "map_description", "anomaly map per pixel, higher = more anomalous"),
+            "method": method,
+            "what": getattr(model, "map_description", "anomaly map per pixel, higher = more anomalous"),
             "png": "16-bit grayscale", "value": f"pixel / 65535 * {scale}",
         }, indent=2))
     labels = target.labels
@@ -570,7 +572,8 @@ def paired_comparisons(runs: dict, ours: str = "hqanogan", n_boot: int = 1000, s
 
 
 def label_curve(train: SplitArrays, test: SplitArrays, valid: SplitArrays, ks=(5, 20, 50), n_boot: int = 1000,
-                seed: int = 0, method: str = "deepsad", zero: str = "deepsvdd", options: dict | None = None) -> list[dict]:
+                seed: int = 0, method: str = "deepsad", zero: str = "deepsvdd", options: dict | None = None
+                ) -> list[dict]:
     """Test AUROC [95 % CI] of a semi-supervised method against the number k of labelled anomalies it was
     given from the validation split (k = 0: its unsupervised counterpart `zero`). -> [{"k", "value", "ci95"}]
     options: {method name: constructor options} (e.g. a preset's training budget) for either method."""

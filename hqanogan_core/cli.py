@@ -206,8 +206,9 @@ def cmd_train_encoder(args) -> int:
                                         ("lr", args.lr)) if v is not None})
     config = EncoderTrainConfig.from_dict(overrides)   # JSON lists -> tuples (blocks, betas)
     out = Path(args.out) if args.out else (run / "encoder")
+    # gan_path is recorded in the checkpoint: `score --encoder OUT` finds G by it
     summary = train_encoder(gan, args.data, out, config, resume=args.resume, progress=not args.no_progress,
-                            gan_path=run, init_from=args.init_from)  # recorded in the checkpoint: `score --encoder OUT` finds G by it
+                            gan_path=run, init_from=args.init_from)
     print(json.dumps({k: v for k, v in summary.items() if isinstance(v, (str, int, float, dict, list))},
                      indent=2, default=str))
     return 0
@@ -243,7 +244,8 @@ def cmd_train_baseline(args) -> int:
     if "resolution" not in overrides:               # train at the data's own size unless told otherwise
         overrides["resolution"] = _data_resolution(args.data)
     config = baseline_config(args.method, args.preset, **overrides)
-    summary = train_baseline(args.method, args.data, args.out, config, resume=args.resume, progress=not args.no_progress)
+    summary = train_baseline(args.method, args.data, args.out, config, resume=args.resume,
+                             progress=not args.no_progress)
     print(json.dumps({k: v for k, v in summary.items() if k != "trainer"}, indent=2, default=str))
     return 0
 
@@ -491,7 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
-    p.add_argument("--run", default=None, help="hqanogan: encoder folder or GAN run (default data/pretrained/encoder64)")
+    p.add_argument("--run", default=None,
+                   help="hqanogan: encoder folder or GAN run (default data/pretrained/encoder64)")
     p.add_argument("--set", action="append", metavar="METHOD.OPTION=VALUE",
                    help="an option of one method, e.g. ae.run=RUN, fanogan.steps=200, anogan.test_subset=null")
     p.add_argument("--cache", default=None, help="keep each method's result in CACHE/<method>/ and reuse it when "
@@ -529,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True, help="CSV: one row per image, every score term")
     p.add_argument("--maps", default=None, help="folder for anomaly maps (16-bit PNG, see maps.json)")
-    p.add_argument("--held-out", type=float, default=None, help="hqanogan: fraction of train normals for standardisation")
+    p.add_argument("--held-out", type=float, default=None,
+                   help="hqanogan: fraction of train normals for standardisation")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_score)

@@ -9,8 +9,9 @@
 
 `repair_slots` chooses which slots are repaired: None = the rule (unusual for normals, `repair.py`, moved
 back to the threshold), or a bool mask [L] / [N, L] (a reader's own choice; "shrink" then moves each chosen
-slot to the held-out normals' median distance, so a slot that is merely usual still visibly changes). `SLOT_GROUPS` names StyleGAN's coarse / middle / fine
-groups. The explorer widgets and the `explain` report are drawn from this one function.
+slot to the held-out normals' median distance, so a slot that is merely usual still visibly changes).
+`SLOT_GROUPS` names StyleGAN's coarse / middle / fine groups. The explorer widgets and the `explain` report
+are drawn from this one function.
 """
 from __future__ import annotations
 

@@ -124,7 +124,8 @@ def _psd_sqrt(s: np.ndarray) -> np.ndarray:
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2). Scalars are accepted (1-D Gaussians, sigma = variance).
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2). Scalars are accepted (1-D Gaussians,
+    sigma = variance).
 
     d = |mu1 - mu2|^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^1/2). The last trace equals the sum of square roots
     of the eigenvalues of the symmetric PSD matrix S1^1/2 S2 S1^1/2 (same spectrum as S1 S2), so we take two

@@ -237,11 +237,11 @@ def pro_curve(maps, masks, fpr_limit: float = 0.3, max_thresholds: int = 10_000
     the first point at or beyond `fpr_limit`.
 
     Regions are the 8-connected components of each mask (`mask_regions`; pixels touching at a corner
-    belong to one region, as in MVTec AD's evaluation code and anomalib's AUPRO). At a threshold t a pixel is called abnormal when
-    its map value is >= t; PRO(t) is the mean over all regions of the fraction of the region's pixels
-    called abnormal, and FPR(t) the fraction of all mask-free pixels (of every image) called abnormal.
-    Thresholds are the distinct map values from the largest down to the first at which FPR reaches the
-    limit (thinned evenly to `max_thresholds`), preceded by +inf, where FPR = PRO = 0.
+    belong to one region, as in MVTec AD's evaluation code and anomalib's AUPRO). At a threshold t a pixel
+    is called abnormal when its map value is >= t; PRO(t) is the mean over all regions of the fraction of
+    the region's pixels called abnormal, and FPR(t) the fraction of all mask-free pixels (of every image)
+    called abnormal. Thresholds are the distinct map values from the largest down to the first at which FPR
+    reaches the limit (thinned evenly to `max_thresholds`), preceded by +inf, where FPR = PRO = 0.
     """
     maps = np.asarray(maps, dtype=np.float64)
     masks = np.asarray(masks) > 0

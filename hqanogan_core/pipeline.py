@@ -63,11 +63,13 @@ def load_gan(path, device="cpu"):
 def _load_encoder(path: Path, device):
     if pt.pretrained_encoder_available(path):
         E, manifest = pt.load_pretrained_encoder(path, device=device)
-        return E, {"encoder": portable_path(path), "encoder_kind": "pretrained", "perceptual": manifest.get("perceptual"),
+        return E, {"encoder": portable_path(path), "encoder_kind": "pretrained",
+                   "perceptual": manifest.get("perceptual"),
                    "encoder_steps": manifest["training"]["steps"],
                    "encoder_step_seconds": manifest["training"].get("step_seconds")}
     E, meta = pt.load_encoder(path, device=device)
-    return E, {"encoder": portable_path(path), "encoder_kind": "train-encoder checkpoint", "perceptual": meta.get("perceptual"),
+    return E, {"encoder": portable_path(path), "encoder_kind": "train-encoder checkpoint",
+               "perceptual": meta.get("perceptual"),
                "encoder_steps": meta.get("step")}
 
 
@@ -206,13 +208,11 @@ def fit_scorer(pipe: Pipeline, normals: torch.Tensor, config: ScoreConfig | None
     device = pipe.G.w_avg.device
     config = config or ScoreConfig()
     scorer = HQAnoGANScorer(pipe.G, pipe.E, pipe.D, percep.to(device), batch=batch, device=device, config=config)
-    if config.refine_steps > 0:          # refined codes are kept by image: shipped ones, then this cache
-        from .paths import data_dir
-        from .scores import RefinedCodes, refine_namespace
+    from .paths import data_dir               # refined codes are kept by image: shipped ones, then this cache
+    from .scores import RefinedCodes
 
-        scorer.refined = RefinedCodes(refine_namespace(pipe.G, pipe.E, config),
-                                      read_from=[data_dir() / "pretrained" / REFINED_FOLDER, *([cache] if cache else [])],
-                                      write_to=cache)
+    scorer.refined = RefinedCodes(read_from=[data_dir() / "pretrained" / REFINED_FOLDER, *([cache] if cache else [])],
+                                  write_to=cache)
     file = None
     if cache is not None:
         from . import checkpoint as ckpt

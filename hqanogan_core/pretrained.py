@@ -206,7 +206,8 @@ def manifest_facts(manifest: dict) -> dict:
     revision = code.get("revision_at_training") or code.get("revision") or "unknown"
     return dict(kimg=t["kimg"], step_hours=t["step_seconds"] / 3600, wall_hours=t["wall_clock"]["seconds"] / 3600,
                 device=t["device"], p=t["augment_p"], mb=manifest["total_bytes"] / 1e6, revision=revision[:10],
-                preset=manifest.get("preset") or "custom", resolution=manifest["architecture"]["generator"]["resolution"])
+                preset=manifest.get("preset") or "custom",
+                resolution=manifest["architecture"]["generator"]["resolution"])
 
 
 def phantom_swd_recipe(resolution: int, n: int = 256, seed: int = 0, phantom_seed: int = 0,

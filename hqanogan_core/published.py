@@ -7,8 +7,10 @@ Different sources use different splits and preprocessing, so numbers are only co
 from __future__ import annotations
 
 SOURCES = {
-    "bmad": {"cite": "bao2023bmad", "short": "BMAD", "text": "BMAD benchmark (Bao et al. 2023, arXiv 2306.11876), Table 3"},
-    "anatpaste": {"cite": "sato2022anatpaste", "short": "AnatPaste", "text": "AnatPaste (Sato et al. 2022, arXiv 2205.04282)"},
+    "bmad": {"cite": "bao2023bmad", "short": "BMAD",
+             "text": "BMAD benchmark (Bao et al. 2023, arXiv 2306.11876), Table 3"},
+    "anatpaste": {"cite": "sato2022anatpaste", "short": "AnatPaste",
+                  "text": "AnatPaste (Sato et al. 2022, arXiv 2205.04282)"},
 }
 
 # source -> dataset -> method -> AUROC %

@@ -177,6 +177,7 @@ def semi_supervised_curve(z_valid: dict, valid_labels: np.ndarray, z_test: dict,
 
 
 def per_type_auroc_mean(score_sets, test) -> dict:
+    """Per anomaly type (against all normals of `test`, any split): the AUROC of each score set [N], averaged."""
     normal = test.labels == 0
     kinds = sorted(set(test.types[test.labels == 1]))
     return {k: float(np.mean([metrics.auroc(s[normal | (test.types == k)], test.labels[normal | (test.types == k)])
@@ -222,15 +223,19 @@ def restoration_keeps_findings(quality: dict, encoder: dict) -> bool:
     return quality["contrast"] >= encoder["contrast"]
 
 
-def refinement_cost(pipe: Pipeline, images: torch.Tensor, config: ScoreConfig) -> float:
+def refinement_cost(pipe: Pipeline, images: torch.Tensor, config: ScoreConfig, prior=None) -> float:
     """Seconds per image to refine `images` [N, C, H, W] from scratch under `config` (nothing read from a
-    store of refined codes): the cost a new image pays."""
+    store of refined codes): the cost a new image pays. prior: the scorer's Gaussians, when
+    `config.refine_prior` > 0."""
     from .project import refine
     from .recon import encode_images
 
+    if config.refine_prior > 0 and prior is None:
+        raise ValueError("refine_prior > 0: refinement_cost needs the Gaussians of the prior")
     ws, _ = encode_images(pipe.G, pipe.E, images)
     t0 = time.perf_counter()
-    refine(pipe.G, images, ws, steps=config.refine_steps, lr=config.refine_lr)
+    refine(pipe.G, images, ws, steps=config.refine_steps, lr=config.refine_lr,
+           prior=prior if config.refine_prior > 0 else None, lambda_prior=config.refine_prior)
     return (time.perf_counter() - t0) / len(images)
 
 
@@ -246,17 +251,9 @@ def study_key(pipe: Pipeline, data, percep_name: str) -> dict:
 
 
 def study_evidence(scorer, images: torch.Tensor, refine_steps: int) -> Evidence:
-    """`Evidence` for `images` under one restoration (refined codes from the scorer's store: each image is
-    refined once, see `pipeline.fit_scorer`)."""
-    from .paths import cache_dir, data_dir
-    from .pipeline import REFINED_FOLDER
-    from .scores import RefinedCodes, refine_namespace
-
+    """`Evidence` for `images` under one restoration (refined codes from the scorer's store, which
+    `pipeline.fit_scorer` set up: each image is refined once per setting)."""
     scorer.config = ScoreConfig(terms=("latent",), refine_steps=refine_steps)
-    if refine_steps:
-        scorer.refined = RefinedCodes(refine_namespace(scorer.G, scorer.E, scorer.config),
-                                      read_from=[data_dir() / "pretrained" / REFINED_FOLDER, cache_dir() / "scorers"],
-                                      write_to=cache_dir() / "scorers")
     return Evidence(scorer, images)
 
 
@@ -339,22 +336,27 @@ def measure_study(pipe: Pipeline, data, percep=None, seed: int = 0, log=print) -
     return {"z_valid": z_valid, "z_test": z_test, "columns": columns, "restorations": restorations, "maps": maps}
 
 
+def eligible_restorations(restorations: dict) -> dict[int, bool]:
+    """Which restorations may be chosen (`restoration_keeps_findings` against G(E(x))'s): refine_steps -> bool."""
+    return {r: restoration_keeps_findings(restorations[str(r)], restorations["0"]) for r in REFINE_CANDIDATES}
+
+
 def choose_score(measured: dict, valid_labels: np.ndarray, seed: int = 0) -> tuple[list[dict], dict]:
     """Step 4: for every (restoration, aggregation, sum or max) the greedy selection on validation; the best
-    eligible option wins (ties to fewer terms, less computation). -> (options, best option)"""
-    z_valid, columns, restorations = measured["z_valid"], measured["columns"], measured["restorations"]
+    option of an eligible restoration (`eligible_restorations`) wins (ties to fewer terms, less computation).
+    -> (options, best option)"""
+    z_valid, columns = measured["z_valid"], measured["columns"]
+    eligible = eligible_restorations(measured["restorations"])
     options = []
     for r in REFINE_CANDIDATES:
-        keeps = restoration_keeps_findings(restorations[str(r)], restorations["0"])
-        restorations[str(r)]["keeps_findings"] = keeps
         for agg in AGGREGATIONS:
             pool = [c for c in columns[r] if "@" not in c or c.endswith("@" + agg)]
             for how in ("sum", "max"):
                 chosen, value = greedy_selection(z_valid[r], valid_labels, pool, how, seed=seed)
                 options.append({"refine_steps": r, "aggregation": agg, "combine": how, "columns": chosen,
-                                "valid_auroc": value, "eligible": keeps})
+                                "valid_auroc": value})
     cost = {r: i for i, r in enumerate(REFINE_CANDIDATES)}
-    best = max((o for o in options if o["eligible"]),
+    best = max((o for o in options if eligible[o["refine_steps"]]),
                key=lambda o: (round(o["valid_auroc"], 4), -len(o["columns"]), -cost[o["refine_steps"]],
                               o["aggregation"] == "mean"))
     return options, best
@@ -372,13 +374,18 @@ def study_report(measured: dict, valid, test, n_boot: int = 1000, seed: int = 0)
                 ("@" not in c or c.endswith("@mean"))]
     report = {
         "chosen": {"config": chosen.to_dict(), "describe": chosen.describe(), **best,
+                   "valid_per_type": per_type_auroc_mean([combined(z_valid[r], best["columns"], best["combine"])],
+                                                         valid),
                    "test": auroc_report(chosen_test, test, n_boot, seed)},
         "previous_default": {"config": PREVIOUS_DEFAULT.to_dict(), "columns": previous,
                              "valid_auroc": metrics.auroc(combined(z_valid[0], previous), valid.labels),
                              "test": auroc_report(combined(z_test[0], previous), test, n_boot, seed)},
-        "options": options, "sigma": chosen.map_sigma, "restorations": measured["restorations"],
+        "options": options, "sigma": chosen.map_sigma,
+        "restorations": {str(k): {**measured["restorations"][str(k)], "keeps_findings": ok}
+                         for k, ok in eligible_restorations(measured["restorations"]).items()},
         "maps": {str(k): {f: v for f, v in m.items() if f != "scales"} for k, m in maps.items()},
         "columns": {str(k): {c: {"valid": metrics.auroc(z_valid[k][c], valid.labels),
+                                 "valid_per_type": per_type_auroc_mean([z_valid[k][c]], valid),
                                  "test": auroc_report(z_test[k][c], test, n_boot, seed)} for c in columns[k]}
                     for k in REFINE_CANDIDATES},
     }

@@ -43,7 +43,8 @@ def fit_standardisation(terms: dict[str, np.ndarray]) -> dict[str, tuple[float, 
 
 def standardise(terms: dict[str, np.ndarray], stats: dict[str, tuple[float, float]]) -> dict[str, np.ndarray]:
     """z-score of every term that has statistics."""
-    return {name: (np.asarray(v, np.float64) - stats[name][0]) / stats[name][1] for name, v in terms.items() if name in stats}
+    return {name: (np.asarray(v, np.float64) - stats[name][0]) / stats[name][1]
+            for name, v in terms.items() if name in stats}
 
 
 def combine(z_terms: dict[str, np.ndarray], names=DEFAULT_TERMS, weights: dict[str, float] | None = None,
@@ -67,25 +68,33 @@ def combine(z_terms: dict[str, np.ndarray], names=DEFAULT_TERMS, weights: dict[s
 class RefinedCodes:
     """Refined W+ codes looked up by image content, so that an image is refined once.
 
-    Refinement (`project.refine`) costs 50 generator steps per image; the book, the report and the tests
-    restore the same images again and again. Codes are kept per `namespace` (a digest of the networks and
-    the refinement settings) in safetensors files `refined-<namespace>.safetensors` (one [M, L, D] tensor,
-    the image keys in the metadata): read from every folder in `read_from`, new codes written to `write_to`.
-    A refined code is a pure function of (networks, settings, image), so a stored one is the same as a
+    Refinement (`project.refine`) costs tens of generator steps per image; the book, the report and the tests
+    restore the same images again and again. Codes are kept per namespace (`refine_namespace`: a digest of
+    the networks, the refinement settings and, under a prior, the fitted Gaussians) in safetensors files
+    `refined-<namespace>.safetensors` (one [M, L, D] tensor, the image keys in the metadata): read from every
+    folder in `read_from` the first time a namespace is asked for, new codes written to `write_to`.
+    A refined code is a pure function of (networks, settings, prior, image), so a stored one is the same as a
     recomputed one up to floating-point reduction order."""
 
-    def __init__(self, namespace: str, read_from=(), write_to=None):
+    def __init__(self, read_from=(), write_to=None):
         from pathlib import Path
 
+        self.read_from = [Path(f) for f in read_from]
+        self.write_to = Path(write_to) if write_to is not None else None
+        self.codes: dict[str, dict[str, torch.Tensor]] = {}      # namespace -> image key -> code [L, D]
+
+    def codes_of(self, namespace: str) -> dict[str, torch.Tensor]:
+        """The stored codes of one namespace (its files read on first use)."""
         from . import checkpoint as ckpt
 
-        self.namespace, self.codes = namespace, {}
-        self.write_to = Path(write_to) if write_to is not None else None
-        for folder in read_from:
-            file = Path(folder) / f"refined-{namespace}.safetensors"
-            if file.is_file():
-                tensors, meta = ckpt.load_checkpoint(file)
-                self.codes.update(zip(meta["keys"], tensors["ws"]))
+        if namespace not in self.codes:
+            self.codes[namespace] = {}
+            for folder in self.read_from:
+                file = folder / f"refined-{namespace}.safetensors"
+                if file.is_file():
+                    tensors, meta = ckpt.load_checkpoint(file)
+                    self.codes[namespace].update(zip(meta["keys"], tensors["ws"]))
+        return self.codes[namespace]
 
     @staticmethod
     def key(image: torch.Tensor) -> str:
@@ -93,32 +102,42 @@ class RefinedCodes:
 
         return hashlib.sha256(image.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()[:32]
 
-    def restore(self, images: torch.Tensor, compute) -> torch.Tensor:
+    def restore(self, images: torch.Tensor, namespace: str, compute) -> torch.Tensor:
         """Codes [N, L, D] for images [N, C, H, W]: stored ones looked up, the others from `compute(index)`."""
         from . import checkpoint as ckpt
 
+        codes = self.codes_of(namespace)
         keys = [self.key(im) for im in images]
-        missing = np.array([i for i, k in enumerate(keys) if k not in self.codes], dtype=np.int64)
+        missing = np.array([i for i, k in enumerate(keys) if k not in codes], dtype=np.int64)
         if len(missing):
             new = compute(missing)
-            self.codes.update(zip((keys[i] for i in missing), new))
+            codes.update(zip((keys[i] for i in missing), new))
             if self.write_to is not None:
                 self.write_to.mkdir(parents=True, exist_ok=True)
-                names = list(self.codes)
-                ckpt.save_checkpoint(self.write_to / f"refined-{self.namespace}.safetensors",
-                                     {"ws": torch.stack([self.codes[k] for k in names])}, {"keys": names}, sidecar=False)
-        return torch.stack([self.codes[k] for k in keys])
+                names = list(codes)
+                ckpt.save_checkpoint(self.write_to / f"refined-{namespace}.safetensors",
+                                     {"ws": torch.stack([codes[k] for k in names])}, {"keys": names}, sidecar=False)
+        return torch.stack([codes[k] for k in keys])
 
 
-def refine_namespace(G, E, config: ScoreConfig) -> str:
-    """Digest of what a refined code depends on besides the image: G, E and the refinement settings."""
+def refine_namespace(G, E, config: ScoreConfig, prior: LatentGaussians | None = None) -> str:
+    """Digest of what a refined code depends on besides the image: G, E, the refinement settings and, when
+    `config.refine_prior` > 0, the Gaussians of the prior (`prior`, required then)."""
     import hashlib
     import json
 
     from .provenance import tensor_digest
 
     settings = [config.refine_steps, config.refine_lr, config.refine_prior]
-    return hashlib.sha256((tensor_digest(G) + tensor_digest(E) + json.dumps(settings)).encode()).hexdigest()[:16]
+    text = tensor_digest(G) + tensor_digest(E) + json.dumps(settings)
+    if config.refine_prior > 0:
+        if prior is None:
+            raise ValueError("refine_prior > 0: the namespace needs the Gaussians of the prior")
+        h = hashlib.sha256()
+        for a in (prior.means, prior.precisions, prior.shrinkage):
+            h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+        text += h.hexdigest()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- the scorer
@@ -149,7 +168,7 @@ class HQAnoGANScorer:
         self.held_out_slots: np.ndarray | None = None   # [N_held, L] per-slot distances of held-out normals
         self.code_bank: np.ndarray | None = None        # [M, L, D] training codes (latent repair "retrieve")
         self.held_out_raw: dict[str, np.ndarray] | None = None   # raw terms of the held-out normals
-        self.refined: RefinedCodes | None = None     # stored refinements (set by pipeline.fit_scorer)
+        self.refined: RefinedCodes | None = None     # stored refinements, every setting (pipeline.fit_scorer)
 
     @property
     def map_sigma(self) -> float:
@@ -193,8 +212,9 @@ class HQAnoGANScorer:
             return refine(self.G, images[idx].to(self.device), ws[idx].to(self.device), steps=c.refine_steps,
                           lr=c.refine_lr, prior=prior, lambda_prior=c.refine_prior, batch=self.batch)[0]
 
-        stored = self.refined if self.refined is not None and prior is None else None
-        return ws, stored.restore(images, compute) if stored is not None else compute(np.arange(len(images)))
+        if self.refined is None:
+            return ws, compute(np.arange(len(images)))
+        return ws, self.refined.restore(images, refine_namespace(self.G, self.E, c, prior), compute)
 
     @torch.no_grad()
     def synthesise(self, ws: torch.Tensor) -> torch.Tensor:

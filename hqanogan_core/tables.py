@@ -37,7 +37,8 @@ def method_table(report: dict, methods=None, bold: str | None = None, memory: bo
         if notes and name in notes:
             label += f" ({notes[name]})"
         row = [label, _ci(r["image"]["auroc"]), _ci(r["image"]["ap"]), _ci(r["image"]["sens_at_95spec"], 2),
-               _opt(r.get("pixel_auroc"), ".3f"), _opt(r.get("aupro"), ".3f"), _duration(info.get("train_seconds") or r.get("train_seconds")),
+               _opt(r.get("pixel_auroc"), ".3f"), _opt(r.get("aupro"), ".3f"),
+               _duration(info.get("train_seconds") or r.get("train_seconds")),
                _opt(r.get("ms_per_image"), ".1f"), _opt(info.get("parameters"), ",")]
         if memory:
             row.append(_opt(r.get("peak_added_mb"), ",.0f"))
@@ -123,7 +124,8 @@ def claim_sentence(comparisons: dict, verdicts: dict, ours: str = "hqanogan") ->
     """Whether "ours detects as well as or better than the others" survives the paired tests, in words."""
     if verdicts["ours_worse"]:
         names = ", ".join(sorted(verdicts["ours_worse"]))
-        return f"does not hold here: {names} detect{'s' if len(verdicts['ours_worse']) == 1 else ''} significantly better"
+        return (f"does not hold here: {names} detect{'s' if len(verdicts['ours_worse']) == 1 else ''}"
+                " significantly better")
     compared = [m for m in comparisons if m not in verdicts["excluded"]]
     if compared and len(verdicts["ours_better"]) == len(compared):
         return f"holds here: {ours} is significantly better than every unsupervised method compared"
@@ -213,8 +215,8 @@ def preset_table(rows: list[dict]) -> str:
         return f"{v[0]:.0f}–{v[1]:.0f} h" if isinstance(v, tuple) and round(v[0]) != round(v[1]) else \
             f"{(v[0] if isinstance(v, tuple) else v):.1f} h"
 
-    body = [[f"`{r['preset']}`", str(r["resolution"]), f"{r['gan_kimg']:g}", str(r["batch"]), r["g_channels"], f"{r['encoder_steps']:,}",
-             r["baselines"], hours(r["v100_hours"]), hours(r["cpu_hours"])] for r in rows]
+    body = [[f"`{r['preset']}`", str(r["resolution"]), f"{r['gan_kimg']:g}", str(r["batch"]), r["g_channels"],
+             f"{r['encoder_steps']:,}", r["baselines"], hours(r["v100_hours"]), hours(r["cpu_hours"])] for r in rows]
     return md_table(["preset", "px", "GAN kimg", "batch", "channel base / max", "encoder steps", "baselines",
                      "GAN on one V100 (official s/kimg)", "GAN + encoder, 2 CPU cores (measured)"], body)
 
@@ -298,11 +300,12 @@ def term_table(registry: dict) -> str:
     return md_table(["term", "kind", "needs", "what it measures"], rows)
 
 
-def score_options_table(options: list[dict], n: int = 8) -> str:
-    """The best `n` combinations of a score study, by validation AUROC (a restoration that draws the findings,
-    not eligible to be chosen, is marked)."""
+def score_options_table(options: list[dict], restorations: dict, n: int = 8) -> str:
+    """The best `n` combinations of a score study, by validation AUROC (an option whose restoration draws the
+    findings, `restorations[str(steps)]["keeps_findings"]` false, is marked: it may not be chosen)."""
     best = sorted(options, key=lambda o: -o["valid_auroc"])[:n]
-    rows = [[str(o["refine_steps"]) + ("" if o.get("eligible", True) else " (draws the findings: not eligible)"),
+    keeps = {int(k): q["keeps_findings"] for k, q in restorations.items()}
+    rows = [[str(o["refine_steps"]) + ("" if keeps[o["refine_steps"]] else " (draws the findings: not eligible)"),
              o["aggregation"], o["combine"], ", ".join(o["columns"]), f"{o['valid_auroc']:.3f}"] for o in best]
     return md_table(["refine steps", "aggregation", "combine", "terms (greedy order)", "validation AUROC"], rows)
 
@@ -311,7 +314,8 @@ def semi_supervised_table(curve: dict) -> str:
     """k, mean test AUROC over draws [range over draws], median draw [95 % CI], per type (mean over draws)."""
     points = sorted(curve.values(), key=lambda p: p["k"])
     kinds = sorted(points[0]["per_type_mean"])
-    rows = [[str(p["k"]), str(p["draws"]), f"{p['auroc_mean']:.3f} [{p['draw_range'][0]:.3f}, {p['draw_range'][1]:.3f}]",
+    rows = [[str(p["k"]), str(p["draws"]),
+             f"{p['auroc_mean']:.3f} [{p['draw_range'][0]:.3f}, {p['draw_range'][1]:.3f}]",
              _ci({"value": p["median_draw"]["auroc"], "ci95": p["median_draw"]["ci95"]})]
             + [f"{p['per_type_mean'][k]:.2f}" for k in kinds] for p in points]
     return md_table(["k", "draws", "test AUROC, mean [range over draws]", "median draw [95 % CI]", *kinds], rows)

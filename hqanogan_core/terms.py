@@ -181,7 +181,8 @@ class ScoreConfig:
     def __post_init__(self):
         self.terms = tuple(self.terms)
         self.map_terms = tuple(self.map_terms)
-        if not self.map_terms or any(t not in MAP_TERMS for t in self.map_terms) or len(set(self.map_terms)) < len(self.map_terms):
+        if (not self.map_terms or any(t not in MAP_TERMS for t in self.map_terms)
+                or len(set(self.map_terms)) < len(self.map_terms)):
             raise ValueError(f"map_terms must be distinct map terms from {list(MAP_TERMS)}, got {list(self.map_terms)}")
         unknown = [t for t in self.terms if not is_term(t)]
         if unknown or not self.terms:
@@ -338,7 +339,8 @@ class Evidence:
 
     def repaired(self) -> np.ndarray:
         """G(repair(w)) averaged over channels, [N, H, W] (shrink at the 0.99 quantile)."""
-        return self._once("repaired", lambda: self.nets.repair(self.x, quantile=0.99, ws=self.ws)["repaired"].mean(axis=1))
+        return self._once("repaired",
+                          lambda: self.nets.repair(self.x, quantile=0.99, ws=self.ws)["repaired"].mean(axis=1))
 
     def anomaly_map(self, cfg: ScoreConfig) -> np.ndarray:
         """The anomaly map under `cfg` [N, H, W]: `cfg.map_terms`' smoothed maps, several ones each divided by

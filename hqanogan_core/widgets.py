@@ -16,7 +16,8 @@ from hqanogan_core import plots
 from hqanogan_core.plots import MASK_COLOR
 
 
-def image_png(image: np.ndarray, mask: np.ndarray | None = None, title: str | None = None, inches: float = 2.6) -> bytes:
+def image_png(image: np.ndarray, mask: np.ndarray | None = None, title: str | None = None,
+              inches: float = 2.6) -> bytes:
     """One grayscale image [H, W] in [0, 1] (optional red mask outline and title) as PNG bytes."""
     assert image.ndim == 2, f"expected [H, W], got {image.shape}"
     fig, ax = plt.subplots(figsize=(inches, inches + (0.3 if title else 0)), dpi=100)

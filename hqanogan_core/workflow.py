@@ -61,7 +61,8 @@ RUN_PRESETS: dict[str, dict] = {
                                  "fanogan": {"steps": 4, "settings": {"gan_steps": 2, "batch": 8}},
                                  "anogan": {"steps": 4, "settings": {"gan_steps": 2, "batch": 8}, "iterations": 3},
                                  "deepsvdd": {"steps": 4, "settings": {"pretrain_steps": 2, "batch": 16}},
-                                 "deepsad": {"steps": 4, "settings": {"pretrain_steps": 2, "batch": 16}, "n_labelled": 5},
+                                 "deepsad": {"steps": 4, "settings": {"pretrain_steps": 2, "batch": 16},
+                                             "n_labelled": 5},
                                  "padim": {"n_fit": 64}, "patchcore": {"n_fit": 64}, "gaussian_ad": {"n_fit": 64},
                                  "supervised": {"n_normal": 64, "n_per_type": 16, "steps": 20}},
                  book=dict(short_kimg=0.05, projector_steps=5, ablation_steps=5)),
@@ -362,7 +363,8 @@ class Workspace:
             t = m["training"]
             return dict(steps=t["steps"], images=t["images_seen"], seconds=t["step_seconds"],
                         mb=m["total_bytes"] / 1e6, perceptual=m["perceptual"], command=m["command"],
-                        gan=m["gan"], log=read_log(folder / "log.jsonl"), source=str(folder.relative_to(data_dir().parent)))
+                        gan=m["gan"], log=read_log(folder / "log.jsonl"),
+                        source=str(folder.relative_to(data_dir().parent)))
         folder = ensure_encoder(self.data, self.out, self.preset, self.device, True, self.progress)
         done, lines = step_done(folder), read_log(folder / "log.jsonl")
         cfg = encoder_config(self.preset)
@@ -395,9 +397,9 @@ class Workspace:
         seconds = training_time(lines)
         tensors, _ = ckpt.load_checkpoint(folder / "latest.safetensors")
         wall = wall_clock(folder, folder / "latest.safetensors")["seconds"]     # the export's measure
-        facts = dict(kimg=meta["kimg"], step_hours=seconds / 3600, wall_hours=wall / 3600, device=str(self.device), p=float(tensors["augment.p"]),
-            mb=(folder / "latest.safetensors").stat().st_size / 1e6, revision="this build", preset=self.preset,
-            resolution=G.resolution)
+        facts = dict(kimg=meta["kimg"], step_hours=seconds / 3600, wall_hours=wall / 3600, device=str(self.device),
+                     p=float(tensors["augment.p"]), mb=(folder / "latest.safetensors").stat().st_size / 1e6,
+                     revision="this build", preset=self.preset, resolution=G.resolution)
         reals = load_images(self.data, G.resolution, G.img_channels)[:n_reals]
         return GanRecord(G, D, str(folder), f"workflow.ensure_gan(preset={self.preset!r})", lines, facts, reals,
                          float("nan"), False)
@@ -506,5 +508,6 @@ def banner(ws: Workspace) -> str:
             f"quotes a number, the number is computed on your data.")
 
 
-__all__ = ["banner", "preset_summary", "kinds_in", "RUN_PRESETS", "Workspace", "GanRecord", "workspace", "run_pipeline", "ensure_gan", "ensure_encoder",
-           "ensure_score", "ensure_benchmark", "method_options", "shipped_matches", "step_done", "describe"]
+__all__ = ["banner", "preset_summary", "kinds_in", "RUN_PRESETS", "Workspace", "GanRecord", "workspace", "run_pipeline",
+           "ensure_gan", "ensure_encoder", "ensure_score", "ensure_benchmark", "method_options", "shipped_matches",
+           "step_done", "describe"]

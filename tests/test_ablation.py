@@ -21,7 +21,8 @@ def _results(offset: float = 0.0) -> dict:
                                         "perceptual": (0.1, 0.01)},
                      "auroc": {"image_residual": 0.6 + offset, "hqanogan": 0.7 + i / 10},
                      "scores": np.linspace(-1, 1, 5) + i, "train_seconds": 12.5 + i,
-                     "log": [{"step": 1, "loss": 0.5, "s_per_step": 0.1}], "config": {"steps": 2, "blocks": (1, 1, 1, 1)},
+                     "log": [{"step": 1, "loss": 0.5, "s_per_step": 0.1}],
+                     "config": {"steps": 2, "blocks": (1, 1, 1, 1)},
                      "encoder": torch.nn.Linear(2, 2)}
     return out
 

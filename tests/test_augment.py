@@ -50,7 +50,8 @@ def test_grayscale_skips_colour_ops_and_lumaflip_off_by_default():
     assert AugmentConfig().lumaflip == 0.0
     inv = AugmentPipe(1.0, AugmentConfig(**dict(ONLY_XFLIP, xflip=0.0, lumaflip=1.0)))
     y = inv(x)
-    assert bool((torch.isclose(y, -x, atol=1e-6).flatten(1).all(1) | torch.isclose(y, x, atol=1e-6).flatten(1).all(1)).all())
+    assert bool((torch.isclose(y, -x, atol=1e-6).flatten(1).all(1)
+                 | torch.isclose(y, x, atol=1e-6).flatten(1).all(1)).all())
 
 
 def test_ada_controller_moves_p_and_clamps():

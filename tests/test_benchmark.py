@@ -119,7 +119,8 @@ def test_cli_score_any_method_with_options(tiny_dataset, tmp_path, capsys):
     # a method without maps, an unknown option, and a missing run folder: exit 2, named
     assert main(["score", "--method", "mean", "--data", str(tiny_dataset), "--out", str(out), "--maps", str(maps)]) == 2
     assert "gives no anomaly maps" in capsys.readouterr().err
-    assert main(["score", "--method", "pca", "--set", "pca.bogus=1", "--data", str(tiny_dataset), "--out", str(out)]) == 2
+    assert main(["score", "--method", "pca", "--set", "pca.bogus=1", "--data", str(tiny_dataset),
+                 "--out", str(out)]) == 2
     assert "bogus" in capsys.readouterr().err
     missing = tmp_path / "no_such_run"
     assert main(["score", "--method", "ae", "--set", f"ae.run={missing}", "--data", str(tiny_dataset),
@@ -134,7 +135,8 @@ def test_benchmark_cache_reuses_stored_results(tiny_dataset, tmp_path):
     second = run_benchmark(tiny_dataset, ["pca"], out=tmp_path / "b", **kw)["methods"]["pca"]
     assert second["cached_from"].endswith("pca/result.json")
     assert second["image"] == first["image"] and second["aupro"] == first["aupro"]
-    assert load_scores(tmp_path / "b", ["pca"])[2]["pca"] == pytest.approx(load_scores(tmp_path / "a", ["pca"])[2]["pca"])
+    assert (load_scores(tmp_path / "b", ["pca"])[2]["pca"]
+            == pytest.approx(load_scores(tmp_path / "a", ["pca"])[2]["pca"]))
     # other options: not the stored result
     third = run_benchmark(tiny_dataset, ["pca"], method_options={"pca": {"variance": 0.5}}, **kw)["methods"]["pca"]
     assert "cached_from" not in third

@@ -190,7 +190,8 @@ def test_delong_by_hand():
     assert out["z"] == pytest.approx(-0.25 / math.sqrt(0.125))
     assert out["p"] == pytest.approx(2 * norm.sf(0.25 / math.sqrt(0.125)))
     swapped = metrics.delong_test(b, a, labels)
-    assert swapped["diff"] == 0.25 and swapped["z"] == pytest.approx(-out["z"]) and swapped["p"] == pytest.approx(out["p"])
+    assert (swapped["diff"] == 0.25 and swapped["z"] == pytest.approx(-out["z"])
+            and swapped["p"] == pytest.approx(out["p"]))
 
 
 def test_delong_identical_scores():

@@ -210,7 +210,8 @@ def test_mahalanobis_is_diff_precision_diff():
     assert (mahalanobis(queries, g) >= 0).all()
     # float32 input is computed in float64 all the same
     np.testing.assert_allclose(mahalanobis(queries.astype(np.float32), g),
-                               [(q - g.mean) @ g.precision @ (q - g.mean) for q in queries.astype(np.float32).astype(np.float64)],
+                               [(q - g.mean) @ g.precision @ (q - g.mean)
+                                for q in queries.astype(np.float32).astype(np.float64)],
                                rtol=1e-10)
 
 

@@ -22,7 +22,8 @@ def empty_torch_home(tmp_path, monkeypatch):
     home = tmp_path / "torch_home"
     home.mkdir()
     monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)   # an earlier torch.hub.set_dir (test_fid) would win over TORCH_HOME
+    # an earlier torch.hub.set_dir (test_fid) would win over TORCH_HOME
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
     monkeypatch.setattr(torch.hub, "download_url_to_file", _no_download)
     assert not P.torchvision_weight_file("alex").exists()
     return home

@@ -127,7 +127,8 @@ def test_write_dataset(tmp_path):
                                     workers=1, progress=False)
     pngs = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png"))
     train = [f"train/good/{i:05d}.png" for i in range(6)]
-    test = [f"test/good/{i:05d}.png" for i in range(5)] + [f"test/{t}/{i + 5:05d}.png" for i, t in enumerate(ANOMALY_TYPES)]
+    test = ([f"test/good/{i:05d}.png" for i in range(5)]
+            + [f"test/{t}/{i + 5:05d}.png" for i, t in enumerate(ANOMALY_TYPES)])
     test_masks = [f"ground_truth/{t}/{i + 5:05d}_mask.png" for i, t in enumerate(ANOMALY_TYPES)]
     valid = [f"valid/good/{i:05d}.png" for i in range(2)] + ["valid/nodule/00002.png", "valid/consolidation/00003.png"]
     valid_masks = ["valid_ground_truth/nodule/00002_mask.png", "valid_ground_truth/consolidation/00003_mask.png"]
@@ -142,7 +143,8 @@ def test_write_dataset(tmp_path):
 
     # the files are exactly render_case with the split's stream
     img, mask = render_case(3, 7, "effusion", cfg, split="test")
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "test/effusion/00007.png")), np.round(img * 255).astype(np.uint8))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "test/effusion/00007.png")),
+                          np.round(img * 255).astype(np.uint8))
     assert np.array_equal(np.asarray(Image.open(tmp_path / "ground_truth/effusion/00007_mask.png")) > 0, mask)
 
     meta = json.loads((tmp_path / "phantom.json").read_text())

@@ -61,9 +61,9 @@ def test_study_on_the_tiny_pipeline_chooses_on_validation(shipped, monkeypatch, 
     assert restored["0"]["keeps_findings"]
     for r, q in restored.items():
         assert q["keeps_findings"] == (q["contrast"] >= restored["0"]["contrast"])
-    assert all(o["eligible"] == restored[str(o["refine_steps"])]["keeps_findings"] for o in rep["options"])
-    best = max(o["valid_auroc"] for o in rep["options"] if o["eligible"])
-    assert rep["chosen"]["valid_auroc"] == pytest.approx(best) and rep["chosen"]["eligible"]
+    best = max(o["valid_auroc"] for o in rep["options"] if restored[str(o["refine_steps"])]["keeps_findings"])
+    assert rep["chosen"]["valid_auroc"] == pytest.approx(best)
+    assert restored[str(rep["chosen"]["refine_steps"])]["keeps_findings"]
     cfg = ScoreConfig.from_dict(rep["chosen"]["config"])
     assert cfg.refine_steps in (0, 3)
     assert all(t in st.CANDIDATE_TERMS or t.startswith("latent_l") for t in cfg.terms)
@@ -79,6 +79,15 @@ def test_study_on_the_tiny_pipeline_chooses_on_validation(shipped, monkeypatch, 
     z = st.z_columns(out, "test", cfg.refine_steps)
     s = st.combined(z, rep["chosen"]["columns"], cfg.combine)
     assert rep["chosen"]["test"]["value"] == pytest.approx(metrics.auroc(s, test.labels), abs=1e-6)
+    # per type on validation (each finding against all validation normals), by hand
+    valid = load_split(shipped["data"], "valid")
+    column = rep["chosen"]["columns"][0]
+    zv = st.z_columns(out, "valid", cfg.refine_steps)[column]
+    by_type = rep["columns"][str(cfg.refine_steps)][column]["valid_per_type"]
+    assert set(by_type) == set(valid.types[valid.labels == 1])
+    for kind, value in by_type.items():
+        pick = (valid.labels == 0) | (valid.types == kind)
+        assert value == pytest.approx(metrics.auroc(zv[pick], valid.labels[pick]), abs=1e-6)
     # k = 0 is the unsupervised choice itself
     assert rep["semi_supervised"]["0"]["auroc_mean"] == pytest.approx(rep["chosen"]["test"]["value"], abs=1e-6)
     assert rep["semi_supervised"]["2"]["draws"] == 3
@@ -93,7 +102,8 @@ def test_study_on_the_tiny_pipeline_chooses_on_validation(shipped, monkeypatch, 
     assert st.load_study(tmp_path / "study", other) is None
     found = st.load_study(tmp_path / "study", other, measured_only=True)
     again = st.reselect_study(found, shipped["data"], n_boot=20)["report"]
-    assert again["chosen"]["columns"] == rep["chosen"]["columns"] and again["chosen"]["config"] == rep["chosen"]["config"]
+    assert (again["chosen"]["columns"] == rep["chosen"]["columns"]
+            and again["chosen"]["config"] == rep["chosen"]["config"])
     assert again["chosen"]["test"]["value"] == pytest.approx(rep["chosen"]["test"]["value"], abs=1e-4)
     assert again["semi_supervised"]["2"]["auroc_mean"] == pytest.approx(rep["semi_supervised"]["2"]["auroc_mean"],
                                                                         abs=1e-3)
@@ -121,8 +131,8 @@ def test_supervised_ceiling_never_trains_on_a_benchmark_seed():
     with pytest.raises(ValueError, match="phantom seed 0 may be a benchmark's"):
         labelled_phantoms(32, 2, 1, seed=0)
     images, labels, types = labelled_phantoms(32, 6, 2, seed=1000)
-    assert images.shape == (16, 32, 32) and labels.sum() == 10 and set(types) == {"good", "nodule", "consolidation",
-                                                                                  "effusion", "cardiomegaly", "pneumothorax"}
+    assert (images.shape == (16, 32, 32) and labels.sum() == 10
+            and set(types) == {"good", "nodule", "consolidation", "effusion", "cardiomegaly", "pneumothorax"})
     net, log = train_classifier(images, labels, steps=30, batch=8, width=4, log_every=10)
     assert log[-1]["step"] == 30 and log[-1]["loss"] < log[0]["loss"] * 1.5
     with torch.no_grad():
@@ -169,13 +179,14 @@ def test_shipped_refined_codes_reproduce():
     from hqanogan_core.scores import RefinedCodes, refine_namespace
 
     pipe = load_pipeline()
-    file = data_dir() / "pretrained" / REFINED_FOLDER / f"refined-{refine_namespace(pipe.G, pipe.E, DEFAULT_SCORE)}.safetensors"
+    file = (data_dir() / "pretrained" / REFINED_FOLDER
+            / f"refined-{refine_namespace(pipe.G, pipe.E, DEFAULT_SCORE)}.safetensors")
     assert file.is_file(), f"{file} is not shipped for the default score (python -m hqanogan_core ship-refined ...)"
-    stored = RefinedCodes(refine_namespace(pipe.G, pipe.E, DEFAULT_SCORE), read_from=[file.parent])
+    stored = RefinedCodes(read_from=[file.parent]).codes_of(refine_namespace(pipe.G, pipe.E, DEFAULT_SCORE))
     x = to_model_input(load_split(phantom_dataset(), "test").images[:3], pipe.G.resolution)
     keys = [RefinedCodes.key(im) for im in x]
-    assert all(k in stored.codes for k in keys), "the shipped codes do not cover the test split"
+    assert all(k in stored for k in keys), "the shipped codes do not cover the test split"
     ws0, _ = encode_images(pipe.G, pipe.E, x)
     fresh, _ = refine(pipe.G, x, ws0, steps=DEFAULT_SCORE.refine_steps, lr=DEFAULT_SCORE.refine_lr)
-    torch.testing.assert_close(fresh, torch.stack([stored.codes[k] for k in keys]), rtol=0, atol=1e-3)
+    torch.testing.assert_close(fresh, torch.stack([stored[k] for k in keys]), rtol=0, atol=1e-3)
     assert ckpt.read_meta(file)["keys"]

@@ -171,7 +171,8 @@ def test_gradients_reach_every_parameter():
     G, D = tiny_G(), tiny_D()
     img = G(torch.randn(4, 32))
     D(img).sum().backward()
-    missing = [n for n, p in [*G.named_parameters(), *D.named_parameters()] if p.grad is None or p.grad.abs().sum() == 0]
+    missing = [n for n, p in [*G.named_parameters(), *D.named_parameters()]
+               if p.grad is None or p.grad.abs().sum() == 0]
     # the noise strengths start at 0 but still receive gradient
     assert not missing, missing
 

@@ -190,10 +190,11 @@ def test_repair_of_a_refined_restoration_keeps_its_usual_slots():
 
 def test_refined_codes_are_stored_by_image_and_reused(tmp_path):
     scorer = tiny_scorer(terms.ScoreConfig(terms=("image_residual",), refine_steps=4, refine_lr=0.05))
-    scorer.refined = scores.RefinedCodes("ns", read_from=[tmp_path], write_to=tmp_path)
+    scorer.refined = scores.RefinedCodes(read_from=[tmp_path], write_to=tmp_path)
+    namespace = scores.refine_namespace(scorer.G, scorer.E, scorer.config)
     test = phantom_like(5, seed=2)
     ws, first = scorer.restore(test[:3])
-    assert len(scorer.refined.codes) == 3 and (tmp_path / "refined-ns.safetensors").is_file()
+    assert len(scorer.refined.codes_of(namespace)) == 3 and (tmp_path / f"refined-{namespace}.safetensors").is_file()
     calls = []
     original = scores.refine
 
@@ -203,7 +204,7 @@ def test_refined_codes_are_stored_by_image_and_reused(tmp_path):
 
     scores.refine = counting
     try:
-        fresh = scores.RefinedCodes("ns", read_from=[tmp_path], write_to=tmp_path)     # read back from the file
+        fresh = scores.RefinedCodes(read_from=[tmp_path], write_to=tmp_path)     # read back from the file
         scorer.refined = fresh
         _, again = scorer.restore(test)
     finally:
@@ -213,6 +214,40 @@ def test_refined_codes_are_stored_by_image_and_reused(tmp_path):
     scorer.refined = None                                    # without the store: the same restorations
     _, direct = scorer.restore(test)
     torch.testing.assert_close(direct, again, rtol=0, atol=1e-5)
+
+
+def test_refinements_under_a_prior_are_stored_by_prior(tmp_path):
+    """Under the normal-latent prior a refined code also depends on the fitted Gaussians: those are part of
+    its namespace, so codes of one prior are reused and never served for another one."""
+    scorer = tiny_scorer(terms.ScoreConfig(terms=("image_residual",), refine_steps=3, refine_lr=0.05,
+                                           refine_prior=0.1))
+    test = phantom_like(4, seed=3)
+    with pytest.raises(RuntimeError, match="refine_prior needs the fitted Gaussians"):
+        scorer.restore(test)
+    ws, _ = scorer.encode(phantom_like(12, seed=4))
+    scorer.gaussians = terms.fit_latent_gaussians(ws.numpy())
+    other = terms.fit_latent_gaussians(ws.numpy()[:6])
+    ns = scores.refine_namespace(scorer.G, scorer.E, scorer.config, scorer.gaussians)
+    assert ns != scores.refine_namespace(scorer.G, scorer.E, scorer.config, other)
+    assert ns != scores.refine_namespace(scorer.G, scorer.E, scorer.config.replace(refine_prior=0.0))
+    with pytest.raises(ValueError, match="needs the Gaussians"):
+        scores.refine_namespace(scorer.G, scorer.E, scorer.config)
+    scorer.refined = scores.RefinedCodes(read_from=[tmp_path], write_to=tmp_path)
+    _, first = scorer.restore(test)
+    assert (tmp_path / f"refined-{ns}.safetensors").is_file()
+    calls = []
+    original = scores.refine
+    scores.refine = lambda G, images, *a, **k: calls.append(len(images)) or original(G, images, *a, **k)
+    try:
+        scorer.refined = scores.RefinedCodes(read_from=[tmp_path])
+        _, again = scorer.restore(test)                      # the same prior: read back, nothing refined
+        scorer.gaussians = other
+        _, under_other = scorer.restore(test)                # another prior: refined anew
+    finally:
+        scores.refine = original
+    assert calls == [4]
+    torch.testing.assert_close(again, first, rtol=0, atol=1e-6)
+    assert not torch.allclose(under_other, first)
 
 
 def test_anomaly_map_sums_maps_in_held_out_std_units():
@@ -279,4 +314,5 @@ def test_a_slot_the_generator_lacks_is_skipped_like_a_missing_network():
     """A score may name latent_l<k> for a slot a smaller generator lacks: that generator skips it."""
     scorer = tiny_scorer(terms.ScoreConfig(terms=("image_residual", "latent_l1")))
     L = scorer.G.num_ws
-    assert scorer.usable(["image_residual", f"latent_l{L - 1}", f"latent_l{L}"]) == ["image_residual", f"latent_l{L - 1}"]
+    assert (scorer.usable(["image_residual", f"latent_l{L - 1}", f"latent_l{L}"])
+            == ["image_residual", f"latent_l{L - 1}"])

@@ -36,7 +36,8 @@ def score_config(score: ScoreConfig | dict | None) -> ScoreConfig:
     if score is None or isinstance(score, ScoreConfig):
         return score or DEFAULT_SCORE
     if not isinstance(score, dict):
-        raise TypeError(f"hqanogan option 'score' must be a ScoreConfig or a dict of its fields, got {type(score).__name__}")
+        raise TypeError("hqanogan option 'score' must be a ScoreConfig or a dict of its fields, "
+                        f"got {type(score).__name__}")
     return ScoreConfig.from_dict({**DEFAULT_SCORE.to_dict(), **score})
 
 
@@ -66,7 +67,8 @@ class HQAnoGAN(Method):
         shrinkage = None if self.scorer is None else self.scorer.gaussians.shrinkage
         return {"name": self.name, "parameters": n_parameters(G, D, E), "fit_seconds": self.fit_seconds,
                 "train_seconds": self.pipe.info.get("train_seconds"), **self.pipe.info, "score": self.config.to_dict(),
-                "terms": list(self.config.terms), "held_out_fraction": self.config.held_out_fraction, "n_slots": G.num_ws,
+                "terms": list(self.config.terms), "held_out_fraction": self.config.held_out_fraction,
+                "n_slots": G.num_ws,
                 "latent_shrinkage": None if shrinkage is None else [float(shrinkage.min()), float(shrinkage.max())]}
 
     def weights_digest(self) -> str:
@@ -90,8 +92,8 @@ class HQAnoGAN(Method):
 
     def _networks(self) -> HQAnoGANScorer:
         """The fitted scorer, or (before fit) an unfitted one: restorations and maps need only G and E."""
-        return self.scorer or HQAnoGANScorer(self.pipe.G, self.pipe.E, self.pipe.D, None, device=self.pipe.G.w_avg.device,
-                                            config=self.config)
+        return self.scorer or HQAnoGANScorer(self.pipe.G, self.pipe.E, self.pipe.D, None,
+                                             device=self.pipe.G.w_avg.device, config=self.config)
 
     def restore(self, images: np.ndarray) -> np.ndarray:
         """The restored normal G(E(x)) in [0, 1], at the model's resolution. [N, R, R]"""
@@ -118,7 +120,8 @@ class HQAnoGANRepair(HQAnoGAN):
     """HQ-AnoGAN whose restoration is latent repair (`scores.HQAnoGANScorer.repair`): the W+ slots of E(x)
     unusual for normals pulled back, the other slots kept from the score's restoration (E(x), or its
     refinement). Same image score as `hqanogan`; the map is the same map with G(repaired) as the
-    restoration (maps against G(E(x)) alone are unchanged). Options: `repair` = {mode, quantile, target_quantile, k} (default REPAIR_DEFAULT)."""
+    restoration (maps against G(E(x)) alone are unchanged).
+    Options: `repair` = {mode, quantile, target_quantile, k} (default REPAIR_DEFAULT)."""
 
     name = "hqanogan_repair"
 

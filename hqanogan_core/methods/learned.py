@@ -132,7 +132,8 @@ class LearnedBaseline(Method):
             return False                                     # a budget given means "train", not "load"
         data = json.loads(manifest.read_text()).get("data", {})
         signature = images_signature(train) if signature is None else signature
-        return data.get("train_images_sha256") == digest or same_signature(data.get("train_images_signature"), signature)
+        return (data.get("train_images_sha256") == digest
+                or same_signature(data.get("train_images_signature"), signature))
 
     def fit(self, train: np.ndarray, valid=None) -> "LearnedBaseline":
         t0 = time.perf_counter()

@@ -65,9 +65,11 @@ class PretrainedFeatureMethod(Method):
         return self.backbone.weights_digest()
 
     def info(self) -> dict:
-        return {"name": self.name, "parameters": self.n_statistics(), "backbone": f"stlpips-{self.backbone_name} (ImageNet, frozen)",
+        return {"name": self.name, "parameters": self.n_statistics(),
+                "backbone": f"stlpips-{self.backbone_name} (ImageNet, frozen)",
                 "backbone_parameters": int(sum(p.numel() for p in self.backbone.parameters())),
-                "n_fit": self.n_fitted, "input_size": self.input_size, "fit_seconds": self.fit_seconds, "train_seconds": self.fit_seconds}
+                "n_fit": self.n_fitted, "input_size": self.input_size, "fit_seconds": self.fit_seconds,
+                "train_seconds": self.fit_seconds}
 
     def n_statistics(self) -> int:
         raise NotImplementedError

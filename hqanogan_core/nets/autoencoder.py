@@ -56,7 +56,8 @@ class ConvEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = self.cfg.resolution
-        assert x.shape[1:] == (self.cfg.channels, r, r), f"expected [N, {self.cfg.channels}, {r}, {r}], got {tuple(x.shape)}"
+        assert x.shape[1:] == (self.cfg.channels, r, r), (f"expected [N, {self.cfg.channels}, {r}, {r}], "
+                                                          f"got {tuple(x.shape)}")
         return self.fc(self.features(x).flatten(1))
 
 

@@ -8,7 +8,7 @@ not available (Ruff et al., Prop. 2). The same holds for Deep SAD (Ruff et al., 
     encoder  [conv5x5 (no bias) -> BN (affine=False) -> LeakyReLU(0.1) -> maxpool2] x stages   [N, c, 4, 4]
              flatten -> linear (no bias)                                                           [N, rep_dim]
     decoder  (pretraining only) the mirror: linear -> [N, c, 4, 4] -> [upsample2 -> conv5x5 -> BN -> LReLU]
-             -> upsample2 -> conv5x5 -> tanh                                                                    [N, C, R, R]
+             -> upsample2 -> conv5x5 -> tanh                                                       [N, C, R, R]
 
 Ruff et al. use 3 stages of 32/64/128 filters for CIFAR-10 (32 px), so a 4x4 map enters the linear
 layer; at 64 px we add a fourth stage to keep that 4x4 map; `width` sets the first stage's filters.

@@ -53,7 +53,8 @@ class DcganEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r = self.cfg.resolution
-        assert x.shape[1:] == (self.cfg.channels, r, r), f"expected [N, {self.cfg.channels}, {r}, {r}], got {tuple(x.shape)}"
+        assert x.shape[1:] == (self.cfg.channels, r, r), (f"expected [N, {self.cfg.channels}, {r}, {r}], "
+                                                          f"got {tuple(x.shape)}")
         f = self.features(x)
         return self.last(f).flatten(1), f
 
@@ -80,7 +81,8 @@ class GanomalyGenerator(nn.Module):
     def __init__(self, cfg: GanomalyConfig):
         super().__init__()
         self.cfg = cfg
-        self.encoder1, self.decoder, self.encoder2 = DcganEncoder(cfg, cfg.nz), DcganDecoder(cfg), DcganEncoder(cfg, cfg.nz)
+        self.encoder1, self.decoder, self.encoder2 = (DcganEncoder(cfg, cfg.nz), DcganDecoder(cfg),
+                                                      DcganEncoder(cfg, cfg.nz))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x_hat [N, C, R, R], z [N, nz], z_hat [N, nz])."""

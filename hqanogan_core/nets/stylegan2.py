@@ -409,7 +409,8 @@ class Generator(nn.Module):
         self.cfg = cfg
         self.z_dim, self.w_dim = cfg.z_dim, cfg.w_dim
         self.resolution, self.img_channels = cfg.resolution, cfg.img_channels
-        self.synthesis = SynthesisNetwork(cfg.w_dim, cfg.resolution, cfg.img_channels, cfg.channel_base, cfg.channel_max)
+        self.synthesis = SynthesisNetwork(cfg.w_dim, cfg.resolution, cfg.img_channels, cfg.channel_base,
+                                          cfg.channel_max)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(
             cfg.z_dim, cfg.w_dim, self.num_ws, cfg.mapping_layers, cfg.mapping_lr_mul, cfg.w_avg_beta

@@ -8,7 +8,8 @@ critic (Gulrajani et al. 2017, 64 px ResNet) and the izi_f image encoder.
 
 Channels (64 px and up): 8w at 4 px, halving per doubling down to w at R/2 (8w, 4w, 2w, w at 64 px, the
 64 px WGAN-GP ResNet with w = 64; larger images keep 8w for the extra coarse levels). Below 64 px the
-list is the last levels of the 64 px one (4w, 2w, w at 32 px). No batch norm in the critic (it would break the per-sample gradient penalty).
+list is the last levels of the 64 px one (4w, 2w, w at 32 px). No batch norm in the critic (it would break
+the per-sample gradient penalty).
 """
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ class CriticTrunk(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = self.cfg.resolution
-        assert x.shape[1:] == (self.cfg.channels, r, r), f"expected [N, {self.cfg.channels}, {r}, {r}], got {tuple(x.shape)}"
+        assert x.shape[1:] == (self.cfg.channels, r, r), (f"expected [N, {self.cfg.channels}, {r}, {r}], "
+                                                          f"got {tuple(x.shape)}")
         return F.relu(self.blocks(self.inp(x))).flatten(1)
 
 

@@ -173,7 +173,8 @@ class FAnoGANTrainer(NetsTrainer):
         super().__init__(cfg, images)
         if not 0 < cfg.gan_steps <= cfg.steps:
             raise ValueError(f"fanogan: need 0 < gan_steps ({cfg.gan_steps}) <= steps ({cfg.steps})")
-        self.nets.update({k: v.to(self.device).train() for k, v in seeded_nets("fanogan", self.arch(), cfg.seed).items()})
+        self.nets.update({k: v.to(self.device).train()
+                          for k, v in seeded_nets("fanogan", self.arch(), cfg.seed).items()})
         self.opts["G"] = torch.optim.Adam(self.nets["G"].parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.opts["critic"] = torch.optim.Adam(self.nets["critic"].parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.opts["E"] = torch.optim.RMSprop(self.nets["E"].parameters(), lr=cfg.encoder_lr)
@@ -216,7 +217,8 @@ class FAnoGANTrainer(NetsTrainer):
         self.opts["E"].zero_grad(set_to_none=True)
         loss.mean().backward()
         self.opts["E"].step()
-        return {"loss": loss.mean().item(), "izi_residual": residual.mean().item(), "izi_feature": feature.mean().item()}
+        return {"loss": loss.mean().item(), "izi_residual": residual.mean().item(),
+                "izi_feature": feature.mean().item()}
 
 
 # ----------------------------------------------------------------------------- GANomaly
@@ -240,7 +242,8 @@ class GanomalyTrainer(NetsTrainer):
 
     def __init__(self, cfg: GanomalyConfig, images):
         super().__init__(cfg, images)
-        self.nets.update({k: v.to(self.device).train() for k, v in seeded_nets("ganomaly", self.arch(), cfg.seed).items()})
+        self.nets.update({k: v.to(self.device).train()
+                          for k, v in seeded_nets("ganomaly", self.arch(), cfg.seed).items()})
         self.opts["G"] = torch.optim.Adam(self.nets["G"].parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.opts["D"] = torch.optim.Adam(self.nets["D"].parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.d_resets = 0

@@ -49,7 +49,8 @@ from .optim import ranger
 
 __all__ = ["EncoderTrainConfig", "EncoderTrainer", "train_encoder", "encoder_losses", "gan_record", "warm_start"]
 
-ENCODER_CHECKPOINT_FORMAT = "hqanogan-encoder-checkpoint-v1"   # training checkpoint (the shipped folder is pretrained.ENCODER_FORMAT)
+# training checkpoint (the shipped folder is pretrained.ENCODER_FORMAT)
+ENCODER_CHECKPOINT_FORMAT = "hqanogan-encoder-checkpoint-v1"
 STEP_SEED_STRIDE = 1_000_003     # batch of step t is drawn from a generator seeded seed * STRIDE + t
 GRID_SEED_OFFSET = 5             # which training images the snapshot grids show
 
@@ -293,7 +294,8 @@ def train_encoder(gan, data, out_dir, config: EncoderTrainConfig | None = None, 
         gan_path = gan
     if gan_path is not None:
         trainer.gan_record = gan_record(gan_path, out_dir)
-    grid_x = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed + GRID_SEED_OFFSET))[:8]]
+    grid_x = images[torch.randperm(len(images),
+                                   generator=torch.Generator().manual_seed(cfg.seed + GRID_SEED_OFFSET))[:8]]
 
     def recon_grid(tr, out: Path) -> None:
         recon = tr.reconstruct(grid_x).cpu()
@@ -304,7 +306,8 @@ def train_encoder(gan, data, out_dir, config: EncoderTrainConfig | None = None, 
         warm_start(trainer, init_from, out_dir)
         print(f"continuing {init_from} at step {trainer.step_idx} (fresh optimiser)")
         resume = True
-    start = {"perceptual": trainer.percep.backend_name, "encoder_params": sum(p.numel() for p in trainer.E.parameters()),
+    start = {"perceptual": trainer.percep.backend_name,
+             "encoder_params": sum(p.numel() for p in trainer.E.parameters()),
              "device": str(trainer.device), "config": cfg.to_dict()}
     summary = run_training(trainer, out_dir, cfg.steps, checkpoint_name="encoder.safetensors", log_every=cfg.log_every,
                            snapshot_every=cfg.snapshot_every, resume=resume, progress=progress, desc="train-encoder",

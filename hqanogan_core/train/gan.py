@@ -511,8 +511,8 @@ def train_gan(data_dir, out_dir, config: GanTrainConfig | str | None = None, res
     next_snap = _next_multiple(trainer.cur_nimg, cfg.snapshot_kimg)
     next_swd = _next_multiple(trainer.cur_nimg, cfg.swd_kimg)
     last_line: dict = {}
-    bar = tqdm(total=total_nimg, initial=min(trainer.cur_nimg, total_nimg), unit="img", disable=not (progress and is_main),
-               desc="train-gan")
+    bar = tqdm(total=total_nimg, initial=min(trainer.cur_nimg, total_nimg), unit="img",
+               disable=not (progress and is_main), desc="train-gan")
     step_time = 0.0  # seconds inside trainer.step() this tick (excludes SWD, samples, checkpoints)
     while trainer.cur_nimg < total_nimg:
         ts = time.time()

@@ -6,11 +6,11 @@
     the remaining steps           minimise deep_sad_loss: mean ||phi(x) - c||^2 over a batch of normals,
                                   plus (Deep SAD) eta * mean over labelled anomalies of 1 / ||phi(x) - c||^2
 
-Recipe (the papers -> what we do on 2 CPU cores): Adam with weight decay 0.5e-6 (Deep SVDD) / 1e-6 (Deep SAD); the papers use batch
-128-200 and lr 1e-4 for 250 + 150 epochs (~10k steps); at our 800 + 800 steps of 64 we use 1e-3. Deep
-SAD's labelled anomalies are `labelled` images (the caller takes them from the validation split, never
-the test split); each step sees all of them up to `batch_labelled`, so a handful of labels has an effect
-(the loss of ANCHORS' recipe averages the two groups separately).
+Recipe (the papers -> what we do on 2 CPU cores): Adam with weight decay 0.5e-6 (Deep SVDD) / 1e-6 (Deep SAD);
+the papers use batch 128-200 and lr 1e-4 for 250 + 150 epochs (~10k steps); at our 800 + 800 steps of 64 we
+use 1e-3. Deep SAD's labelled anomalies are `labelled` images (the caller takes them from the validation split,
+never the test split); each step sees all of them up to `batch_labelled`, so a handful of labels has an effect
+(the authors' reference code averages the loss over the two groups separately, as here).
 """
 from __future__ import annotations
 
@@ -129,7 +129,8 @@ class DeepSADTrainer(DeepSVDDTrainer):
             raise ValueError("deepsad needs labelled anomalies (images [K, C, R, R], K >= 1); "
                              "with none it is deepsvdd")
         r, c = cfg.resolution, cfg.channels
-        assert labelled.shape[1:] == (c, r, r), f"labelled images must be [K, {c}, {r}, {r}], got {tuple(labelled.shape)}"
+        assert labelled.shape[1:] == (c, r, r), (f"labelled images must be [K, {c}, {r}, {r}], "
+                                                 f"got {tuple(labelled.shape)}")
         super().__init__(cfg, images, labelled)
 
     def _labelled_batch(self, g: torch.Generator):

@@ -45,7 +45,8 @@ class NetsTrainer:
 
     def __init__(self, cfg: BaselineConfig, images: torch.Tensor):
         r, c = cfg.resolution, cfg.channels
-        assert images.ndim == 4 and images.shape[1:] == (c, r, r), f"expected images [N, {c}, {r}, {r}], got {tuple(images.shape)}"
+        assert images.ndim == 4 and images.shape[1:] == (c, r, r), (f"expected images [N, {c}, {r}, {r}], "
+                                                                    f"got {tuple(images.shape)}")
         self.cfg, self.images, self.device = cfg, images, torch.device(cfg.device)
         self.nets: dict[str, torch.nn.Module] = {}
         self.opts: dict[str, torch.optim.Optimizer] = {}

@@ -8,7 +8,7 @@
     export-baseline METHOD RUN OUT --data DIR --command "..."
     ablate-encoder --run GAN --data DIR --out DIR [--steps 400]
     compare-inversions --data DIR --out DIR [--steps 300]
-    score-study --data DIR --out DIR [--run ENC]       (chapter 4: which score, chosen on validation)
+    score-study --data DIR --out DIR [--valid DIR] [--run ENC]   (chapter 4: which score, chosen on validation)
     ship-refined --out data/pretrained/refined64        (the default score's refined codes, for the book)
     explain    IMAGE.png --out report.html [--run RUN] [--data DIR]
     pipeline   --data DIR --out RUN [--preset cpu64|paper256|paper512|tiny] [--methods a,b] [--resume]
@@ -48,16 +48,16 @@ def cmd_score_study(args) -> int:
 
     pipe = load_pipeline(args.run)
     percep = PerceptualDistance()
-    key = study_key(pipe, args.data, percep.backend_name)
+    key = study_key(pipe, args.data, percep.backend_name, args.valid)
     command = "python -m hqanogan_core " + " ".join(sys.argv[1:])
     found = None if args.remeasure else load_study(args.out, key, measured_only=True)
     if found is not None:     # same networks, data and candidates: only the selection is redone
         print(f"{args.out} holds these measurements: re-selecting under today's rule (--remeasure to redo them)")
-        result = reselect_study(found, args.data, seed=args.seed, n_boot=args.n_boot)
+        result = reselect_study(found, args.data, seed=args.seed, n_boot=args.n_boot, valid_data=args.valid)
         measured_by = (found["command"] or "").split("   # re-selected")[0]
         command += f"   # re-selected from the stored columns of: {measured_by}"
     else:
-        result = run_score_study(pipe, args.data, percep, seed=args.seed, n_boot=args.n_boot)
+        result = run_score_study(pipe, args.data, percep, seed=args.seed, n_boot=args.n_boot, valid_data=args.valid)
     save_study(args.out, result, key, command, device_description())
     chosen = result["report"]["chosen"]
     print(f"chosen on validation: {chosen['describe']} (validation AUROC {chosen['valid_auroc']:.3f}, "
@@ -463,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "chosen score and the semi-supervised curve on test (chapter 4), write results.json")
     p.add_argument("--data", required=True, help="MVTec-layout folder with train/, valid/ and test/")
     p.add_argument("--out", required=True, help="folder for results.json (e.g. data/pretrained/score_study64)")
+    p.add_argument("--valid", default=None, help="folder whose valid/ split makes the choices (default: DATA's; "
+                   "the phantom book uses the larger selection phantom, data/cache/phantom64_select)")
     p.add_argument("--run", default=None, help="encoder folder or GAN run (default data/pretrained/encoder64)")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,11 @@
 """Which score? Every candidate term, aggregation and restoration measured on the validation split; the
 choice, and the semi-supervised variant, reported on the test split.
 
-    python -m hqanogan_core score-study --data DIR --out data/pretrained/score_study64 [--run ENC]
+    python -m hqanogan_core score-study --data DIR --out data/pretrained/score_study64 [--valid SEL] [--run ENC]
+
+The validation split is DIR's valid/, or SEL's with --valid (`valid_data`): the phantom book chooses on a
+1,000-image phantom of its own seed (`data.default.selection_phantom`), because 200 validation images
+cannot tell a gain of 0.01-0.02 AUROC from noise. The training normals and the test split are always DIR's.
 
 `run_score_study` does, in order (no choice ever looks at the test split):
 
@@ -55,7 +59,7 @@ CANDIDATE_TERMS = ("image_residual", "residual_encoder", "perceptual", "perceptu
                    "repair_residual", "anomaly_map")
 MAP_CANDIDATES = ("image_residual", "residual_encoder", "perceptual", "perceptual_encoder")   # maps the map may sum
 AGGREGATIONS = {"mean": ("mean", 1.0), "top1": ("topk", 1.0), "top5": ("topk", 5.0), "max": ("max", 1.0)}
-REFINE_CANDIDATES = (0, 30, 40, 50)         # refine_steps: G(E(x)), and that many steps of pixel-MSE refinement in W+
+REFINE_CANDIDATES = (0, 30, 40)             # refine_steps: G(E(x)), and that many steps of pixel-MSE refinement in W+
 SIGMA_CANDIDATES = (0.5, 1.0, 2.0, 3.0)
 GAIN_BOOT = 1000                            # paired bootstrap resamples behind "does this term add more than noise?"
 GAIN_RULE = f"a term joins while the 95 % CI of its paired-bootstrap AUROC gain ({GAIN_BOOT} resamples) is above 0"
@@ -239,8 +243,10 @@ def refinement_cost(pipe: Pipeline, images: torch.Tensor, config: ScoreConfig, p
     return (time.perf_counter() - t0) / len(images)
 
 
-def study_key(pipe: Pipeline, data, percep_name: str) -> dict:
-    valid, test = load_split(data, "valid"), load_split(data, "test")
+def study_key(pipe: Pipeline, data, percep_name: str, valid_data=None) -> dict:
+    """What a stored study depends on; `valid_data` is the folder whose valid/ split makes the choices
+    (default: `data`'s own)."""
+    valid, test = load_split(valid_data or data, "valid"), load_split(data, "test")
     return {"generator_sha256": tensor_digest(pipe.G), "encoder_sha256": tensor_digest(pipe.E),
             "discriminator_sha256": tensor_digest(pipe.D) if pipe.D is not None else None,
             "valid_signature": images_signature(valid.images), "test_signature": images_signature(test.images),
@@ -300,12 +306,13 @@ def term_columns(scorer, ev: Evidence, anomaly_map: dict, log=print) -> dict[str
     return cols
 
 
-def measure_study(pipe: Pipeline, data, percep=None, seed: int = 0, log=print) -> dict:
+def measure_study(pipe: Pipeline, data, percep=None, seed: int = 0, log=print, valid_data=None) -> dict:
     """Steps 1-3 of the module docstring (the expensive part): every candidate column of the validation and
-    test split, z-scored by the held-out normals, per restoration; each restoration's quality and map.
+    test split, z-scored by the held-out normals, per restoration; each restoration's quality and map. The
+    validation split is `valid_data`'s (default: `data`'s).
     -> {"z_valid": {r: {column: [N]}}, "z_test": ..., "columns": {r: [column, ...]}, "restorations": {str(r): ..},
         "maps": {r: choose_map result}}"""
-    train, valid, test = (load_split(data, s) for s in ("train", "valid", "test"))
+    train, valid, test = load_split(data, "train"), load_split(valid_data or data, "valid"), load_split(data, "test")
     R = pipe.G.resolution
     x_train = to_model_input(train.images, R)
     from .paths import cache_dir
@@ -414,17 +421,19 @@ def measured_from_stored(found: dict) -> dict:
             "maps": {r: rep["maps"][str(r)] for r in REFINE_CANDIDATES}}
 
 
-def run_score_study(pipe: Pipeline, data, percep=None, seed: int = 0, n_boot: int = 1000, log=print) -> dict:
-    """The study of the module docstring on `data` (MVTec layout with masks for the sigma choice)."""
-    measured = measure_study(pipe, data, percep, seed, log)
-    report = study_report(measured, load_split(data, "valid"), load_split(data, "test"), n_boot, seed)
+def run_score_study(pipe: Pipeline, data, percep=None, seed: int = 0, n_boot: int = 1000, log=print,
+                    valid_data=None) -> dict:
+    """The study of the module docstring on `data` (MVTec layout with masks for the sigma choice), choosing on
+    the valid/ split of `valid_data` (default: `data`'s)."""
+    measured = measure_study(pipe, data, percep, seed, log, valid_data)
+    report = study_report(measured, load_split(valid_data or data, "valid"), load_split(data, "test"), n_boot, seed)
     return {"report": report, "tensors": study_tensors(measured)}
 
 
-def reselect_study(found: dict, data, n_boot: int = 1000, seed: int = 0) -> dict:
+def reselect_study(found: dict, data, n_boot: int = 1000, seed: int = 0, valid_data=None) -> dict:
     """A stored study's measurements under today's selection rule (`study_report`): {"report", "tensors"}."""
     measured = measured_from_stored(found)
-    report = study_report(measured, load_split(data, "valid"), load_split(data, "test"), n_boot, seed)
+    report = study_report(measured, load_split(valid_data or data, "valid"), load_split(data, "test"), n_boot, seed)
     return {"report": report, "tensors": study_tensors(measured)}
 
 
@@ -471,16 +480,17 @@ def z_columns(result: dict, split: str, refine_steps: int) -> dict[str, np.ndarr
     return {k[len(prefix):]: v.numpy().astype(np.float64) for k, v in result["tensors"].items() if k.startswith(prefix)}
 
 
-def score_study(pipe: Pipeline, data, percep=None, shipped=None, out=None, log=print) -> dict:
-    """The shipped study if its key matches (networks, data, candidates, selection rule); a stored study whose
-    measurements match, re-selected under today's rule (`reselect_study`, seconds); else `run_score_study`.
-    What is not the shipped study is written to `out` (default cache/score_study)."""
+def score_study(pipe: Pipeline, data, percep=None, shipped=None, out=None, log=print, valid_data=None) -> dict:
+    """The shipped study if its key matches (networks, data, the validation split of `valid_data` (default:
+    `data`'s), candidates, selection rule); a stored study whose measurements match, re-selected under today's
+    rule (`reselect_study`, seconds); else `run_score_study`. What is not the shipped study is written to `out`
+    (default cache/score_study)."""
     from .benchmark import device_description
     from .nets.perceptual import PerceptualDistance
     from .paths import cache_dir
 
     percep = percep or PerceptualDistance()
-    key = study_key(pipe, data, percep.backend_name)
+    key = study_key(pipe, data, percep.backend_name, valid_data)
     out = Path(out) if out is not None else cache_dir() / "score_study"
     places = (Path(shipped) if shipped is not None else default_study_path(), out)
     for where in places:
@@ -490,11 +500,11 @@ def score_study(pipe: Pipeline, data, percep=None, shipped=None, out=None, log=p
     for where in places:
         if (found := load_study(where, key, measured_only=True)) is not None:
             log(f"[score-study] {found['loaded_from']} was selected under another rule: re-selecting (seconds)")
-            result = reselect_study(found, data)
+            result = reselect_study(found, data, valid_data=valid_data)
             save_study(out, result, key, f"score_study() (re-selected from {portable_path(found['loaded_from'])})",
                        device_description())
             return {**result, "loaded_from": None}
     log("[score-study] no stored study matches these networks and data: running it (minutes)")
-    result = run_score_study(pipe, data, percep, log=log)
+    result = run_score_study(pipe, data, percep, log=log, valid_data=valid_data)
     save_study(out, result, key, "score_study() (recomputed, not shipped)", device_description())
     return {**result, "loaded_from": None}

@@ -304,6 +304,16 @@ class Workspace:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    @property
+    def selection(self) -> Path:
+        """The folder whose valid/ split the score study chooses on: for the phantom book the larger selection
+        phantom (`data.default.selection_phantom`, generated once), otherwise the data's own valid/."""
+        if not self.default:
+            return self.data
+        from .data.default import selection_phantom
+
+        return selection_phantom(self.resolution)
+
     def reuse(self) -> list[Path]:
         """Stored benchmark results to reuse: the shipped ones for the phantom book (keys are still checked)."""
         return [data_dir() / "pretrained" / "results64"] if self.default else []

@@ -111,6 +111,61 @@ def test_study_on_the_tiny_pipeline_chooses_on_validation(shipped, monkeypatch, 
     assert st.load_study(tmp_path / "study", other_data, measured_only=True) is None
 
 
+def test_study_chooses_on_another_folders_validation_split(shipped, monkeypatch, tmp_path):
+    """`valid_data`: the choice and every validation number come from that folder's valid/ split; the test
+    split, the training normals and what depends only on them stay `data`'s."""
+    from hqanogan_core.data.phantom import PhantomConfig, write_phantom_dataset
+    from hqanogan_core.data.splits import load_split
+    from hqanogan_core.pipeline import load_pipeline
+    from tests.test_encoder_train import tiny_percep
+
+    monkeypatch.setenv("HQANOGAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(st, "REFINE_CANDIDATES", (0,))
+    monkeypatch.setattr(st, "K_LABELS", (0, 2))
+    monkeypatch.setattr(st, "DRAWS", 2)
+    selection = tmp_path / "selection"
+    write_phantom_dataset(selection, n_train=2, n_test=0, n_valid=24, seed=9, config=PhantomConfig(size=32),
+                          workers=1, progress=False)
+    pipe, percep = load_pipeline(shipped["enc"]), tiny_percep()
+    own = st.run_score_study(pipe, shipped["data"], percep, n_boot=10, log=lambda *a: None)
+    other = st.run_score_study(pipe, shipped["data"], percep, n_boot=10, log=lambda *a: None, valid_data=selection)
+    sel = load_split(selection, "valid")
+    assert len(sel.labels) == 24 != shipped["n_valid"]
+    zv = st.z_columns(other, "valid", 0)
+    assert all(len(v) == 24 for v in zv.values())
+    for column, numbers in other["report"]["columns"]["0"].items():
+        assert numbers["valid"] == pytest.approx(metrics.auroc(zv[column], sel.labels), abs=1e-6)
+    # the test split is data's: a term that no validation choice touches has the same test z-scores
+    np.testing.assert_allclose(st.z_columns(other, "test", 0)["latent"], st.z_columns(own, "test", 0)["latent"],
+                               rtol=1e-6)
+    assert len(st.z_columns(other, "test", 0)["latent"]) == shipped["n_test"]
+    # and a stored study knows which validation split chose it
+    assert (st.study_key(pipe, shipped["data"], "x", selection)["valid_signature"]
+            != st.study_key(pipe, shipped["data"], "x")["valid_signature"])
+
+
+def test_the_selection_phantom_uses_a_seed_no_benchmark_or_ceiling_uses(monkeypatch, tmp_path):
+    from hqanogan_core.data import default
+    from hqanogan_core.data.splits import load_split
+    from hqanogan_core.methods.supervised import SupervisedCeiling
+    from hqanogan_core.train.supervised import BENCHMARK_SEEDS
+    from hqanogan_core.workflow import Workspace
+
+    assert default.SELECTION_SEED not in BENCHMARK_SEEDS
+    assert default.SELECTION_SEED != SupervisedCeiling().phantom_seed
+    monkeypatch.setenv("HQANOGAN_CACHE", str(tmp_path))
+    monkeypatch.setattr(default, "SELECTION_VALID", 20)
+    folder = default.selection_phantom(size=32)
+    valid = load_split(folder, "valid")
+    assert len(valid.labels) == 20 and valid.labels.sum() == 10
+    assert valid.masks[valid.labels == 1].any(axis=(1, 2)).all()
+    meta = json.loads((folder / "phantom.json").read_text())
+    assert meta["seed"] == default.SELECTION_SEED
+    # the phantom book chooses on it; a reader's own data chooses on its own valid/
+    assert Workspace(tmp_path / "phantom64", default=True).selection == default.selection_phantom(64)
+    assert Workspace(tmp_path / "mine", default=False).selection == tmp_path / "mine"
+
+
 def test_a_restoration_that_draws_the_finding_is_not_eligible():
     encoder = {"contrast": 3.5, "psnr_normals": 24.0}
     assert st.restoration_keeps_findings({"contrast": 3.6}, encoder)

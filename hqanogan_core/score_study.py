@@ -243,10 +243,15 @@ def refinement_cost(pipe: Pipeline, images: torch.Tensor, config: ScoreConfig, p
     return (time.perf_counter() - t0) / len(images)
 
 
+def choice_split(data, valid_data=None):
+    """The validation split the study chooses on: `valid_data`'s valid/ if given, else `data`'s."""
+    return load_split(valid_data if valid_data is not None else data, "valid")
+
+
 def study_key(pipe: Pipeline, data, percep_name: str, valid_data=None) -> dict:
     """What a stored study depends on; `valid_data` is the folder whose valid/ split makes the choices
     (default: `data`'s own)."""
-    valid, test = load_split(valid_data or data, "valid"), load_split(data, "test")
+    valid, test = choice_split(data, valid_data), load_split(data, "test")
     return {"generator_sha256": tensor_digest(pipe.G), "encoder_sha256": tensor_digest(pipe.E),
             "discriminator_sha256": tensor_digest(pipe.D) if pipe.D is not None else None,
             "valid_signature": images_signature(valid.images), "test_signature": images_signature(test.images),
@@ -312,7 +317,7 @@ def measure_study(pipe: Pipeline, data, percep=None, seed: int = 0, log=print, v
     validation split is `valid_data`'s (default: `data`'s).
     -> {"z_valid": {r: {column: [N]}}, "z_test": ..., "columns": {r: [column, ...]}, "restorations": {str(r): ..},
         "maps": {r: choose_map result}}"""
-    train, valid, test = load_split(data, "train"), load_split(valid_data or data, "valid"), load_split(data, "test")
+    train, valid, test = load_split(data, "train"), choice_split(data, valid_data), load_split(data, "test")
     R = pipe.G.resolution
     x_train = to_model_input(train.images, R)
     from .paths import cache_dir
@@ -426,14 +431,14 @@ def run_score_study(pipe: Pipeline, data, percep=None, seed: int = 0, n_boot: in
     """The study of the module docstring on `data` (MVTec layout with masks for the sigma choice), choosing on
     the valid/ split of `valid_data` (default: `data`'s)."""
     measured = measure_study(pipe, data, percep, seed, log, valid_data)
-    report = study_report(measured, load_split(valid_data or data, "valid"), load_split(data, "test"), n_boot, seed)
+    report = study_report(measured, choice_split(data, valid_data), load_split(data, "test"), n_boot, seed)
     return {"report": report, "tensors": study_tensors(measured)}
 
 
 def reselect_study(found: dict, data, n_boot: int = 1000, seed: int = 0, valid_data=None) -> dict:
     """A stored study's measurements under today's selection rule (`study_report`): {"report", "tensors"}."""
     measured = measured_from_stored(found)
-    report = study_report(measured, load_split(valid_data or data, "valid"), load_split(data, "test"), n_boot, seed)
+    report = study_report(measured, choice_split(data, valid_data), load_split(data, "test"), n_boot, seed)
     return {"report": report, "tensors": study_tensors(measured)}
 
 

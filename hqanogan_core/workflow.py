@@ -304,10 +304,9 @@ class Workspace:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    @property
     def selection(self) -> Path:
         """The folder whose valid/ split the score study chooses on: for the phantom book the larger selection
-        phantom (`data.default.selection_phantom`, generated once), otherwise the data's own valid/."""
+        phantom (`data.default.selection_phantom`, generated on first use), otherwise the data itself."""
         if not self.default:
             return self.data
         from .data.default import selection_phantom

@@ -139,12 +139,20 @@ def test_study_chooses_on_another_folders_validation_split(shipped, monkeypatch,
     np.testing.assert_allclose(st.z_columns(other, "test", 0)["latent"], st.z_columns(own, "test", 0)["latent"],
                                rtol=1e-6)
     assert len(st.z_columns(other, "test", 0)["latent"]) == shipped["n_test"]
-    # and a stored study knows which validation split chose it
-    assert (st.study_key(pipe, shipped["data"], "x", selection)["valid_signature"]
-            != st.study_key(pipe, shipped["data"], "x")["valid_signature"])
+    # a stored study knows which validation split chose it, and re-selecting it uses that split again
+    key = st.study_key(pipe, shipped["data"], "lpips-tiny", selection)
+    assert key["valid_signature"] != st.study_key(pipe, shipped["data"], "lpips-tiny")["valid_signature"]
+    st.save_study(tmp_path / "study", other, key, "test", "cpu")
+    found = st.load_study(tmp_path / "study", key, measured_only=True)
+    again = st.reselect_study(found, shipped["data"], n_boot=10, valid_data=selection)["report"]
+    assert again["chosen"]["columns"] == other["report"]["chosen"]["columns"]
+    assert again["chosen"]["valid_auroc"] == pytest.approx(other["report"]["chosen"]["valid_auroc"], abs=1e-4)
+    assert st.choice_split(shipped["data"], selection).images.shape == sel.images.shape
 
 
 def test_the_selection_phantom_uses_a_seed_no_benchmark_or_ceiling_uses(monkeypatch, tmp_path):
+    """The study's selection split is drawn from a seed that nothing else draws from, with masks, half abnormal;
+    the phantom book chooses on it, a reader's own data on its own valid/."""
     from hqanogan_core.data import default
     from hqanogan_core.data.splits import load_split
     from hqanogan_core.methods.supervised import SupervisedCeiling
@@ -162,8 +170,8 @@ def test_the_selection_phantom_uses_a_seed_no_benchmark_or_ceiling_uses(monkeypa
     meta = json.loads((folder / "phantom.json").read_text())
     assert meta["seed"] == default.SELECTION_SEED
     # the phantom book chooses on it; a reader's own data chooses on its own valid/
-    assert Workspace(tmp_path / "phantom64", default=True).selection == default.selection_phantom(64)
-    assert Workspace(tmp_path / "mine", default=False).selection == tmp_path / "mine"
+    assert Workspace(tmp_path / "phantom64", default=True).selection() == default.selection_phantom(64)
+    assert Workspace(tmp_path / "mine", default=False).selection() == tmp_path / "mine"
 
 
 def test_a_restoration_that_draws_the_finding_is_not_eligible():

@@ -327,7 +327,7 @@ def _test_image(shipped, kind="good"):
 
 def test_explain_writes_a_self_contained_report(shipped, tmp_path, cache):
     from hqanogan_core.data.folder import read_grayscale
-    from hqanogan_core.methods.hqanogan import HQAnoGAN
+    from hqanogan_core.methods.hqanogan import DEFAULT_SCORE, HQAnoGAN
     from hqanogan_core.report import explain, youden_threshold
 
     image = _test_image(shipped, "good")
@@ -343,7 +343,7 @@ def test_explain_writes_a_self_contained_report(shipped, tmp_path, cache):
     assert 0.0 <= facts["percentile"] <= 100.0
     assert facts["abnormal"] == (facts["score"] >= facts["threshold"])
     assert facts["n_valid"] == shipped["n_valid"] and facts["image"] == str(image)
-    assert "pred_score" not in facts["terms"] and "image_residual" in facts["terms"]
+    assert set(facts["terms"]) == {t for name in DEFAULT_SCORE.terms for t in (name, f"z_{name}")}   # no pred_score
 
     # the same numbers from the pieces (the fit is the cached one)
     method = HQAnoGAN(run=shipped["enc"]).fit(load_split(shipped["data"], "train").images)

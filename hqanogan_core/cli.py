@@ -9,7 +9,7 @@
     ablate-encoder --run GAN --data DIR --out DIR [--steps 400]
     compare-inversions --data DIR --out DIR [--steps 300]
     score-study --data DIR --out DIR [--valid DIR] [--run ENC]   (chapter 4: which score, chosen on validation)
-    ship-refined --out data/pretrained/refined64        (the default score's refined codes, for the book)
+    ship-refined --out data/pretrained/refined64 [--data DIR]   (the book's images' refined codes)
     explain    IMAGE.png --out report.html [--run RUN] [--data DIR]
     pipeline   --data DIR --out RUN [--preset cpu64|paper256|paper512|tiny] [--methods a,b] [--resume]
     score      --data DIR --out SCORES.csv [--method hqanogan] [--run RUN] [--maps DIR] [--encoder ENC] [--split test]
@@ -44,20 +44,22 @@ def cmd_score_study(args) -> int:
     from hqanogan_core.benchmark import device_description
     from hqanogan_core.nets.perceptual import PerceptualDistance
     from hqanogan_core.pipeline import load_pipeline
-    from hqanogan_core.score_study import load_study, reselect_study, run_score_study, save_study, study_key
+    from hqanogan_core.score_study import (load_study, reselect_study, run_score_study, save_study, study_key,
+                                           study_splits)
 
     pipe = load_pipeline(args.run)
     percep = PerceptualDistance()
-    key = study_key(pipe, args.data, percep.backend_name, args.valid)
+    splits = study_splits(args.data, args.valid)
+    key = study_key(pipe, splits, percep.backend_name)
     command = "python -m hqanogan_core " + " ".join(sys.argv[1:])
     found = None if args.remeasure else load_study(args.out, key, measured_only=True)
     if found is not None:     # same networks, data and candidates: only the selection is redone
         print(f"{args.out} holds these measurements: re-selecting under today's rule (--remeasure to redo them)")
-        result = reselect_study(found, args.data, seed=args.seed, n_boot=args.n_boot, valid_data=args.valid)
+        result = reselect_study(found, splits, seed=args.seed, n_boot=args.n_boot)
         measured_by = (found["command"] or "").split("   # re-selected")[0]
         command += f"   # re-selected from the stored columns of: {measured_by}"
     else:
-        result = run_score_study(pipe, args.data, percep, seed=args.seed, n_boot=args.n_boot, valid_data=args.valid)
+        result = run_score_study(pipe, splits, percep, seed=args.seed, n_boot=args.n_boot)
     save_study(args.out, result, key, command, device_description())
     chosen = result["report"]["chosen"]
     print(f"chosen on validation: {chosen['describe']} (validation AUROC {chosen['valid_auroc']:.3f}, "
@@ -67,15 +69,19 @@ def cmd_score_study(args) -> int:
 
 
 def cmd_ship_refined(args) -> int:
-    import shutil
     from pathlib import Path
 
-    from hqanogan_core.checkpoint import atomic_write_json, load_checkpoint
+    import torch
+
+    from hqanogan_core.checkpoint import atomic_write_json
+    from hqanogan_core.data.default import phantom_dataset
+    from hqanogan_core.data.splits import load_split, to_model_input
     from hqanogan_core.methods.hqanogan import DEFAULT_SCORE
     from hqanogan_core.paths import cache_dir
     from hqanogan_core.pipeline import load_pipeline
     from hqanogan_core.provenance import code_revision
     from hqanogan_core.scores import refine_namespace
+    from hqanogan_core.ship import keep_refined_codes
 
     pipe = load_pipeline(args.run)
     config = DEFAULT_SCORE if args.steps is None else DEFAULT_SCORE.replace(refine_steps=args.steps)
@@ -86,18 +92,20 @@ def cmd_ship_refined(args) -> int:
                                 f"benchmark (or score-study) with them first")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source / name, out / name)
+    data = Path(args.data) if args.data else phantom_dataset(pipe.resolution)
+    images = torch.cat([to_model_input(load_split(data, split).images, pipe.resolution)
+                        for split in ("train", "valid", "test")])
+    kept = keep_refined_codes(source / name, out / name, images)
     for stale in out.glob("refined-*.safetensors"):        # the manifest names one file: the default's
         if stale.name != name:
             stale.unlink()
-    _, meta = load_checkpoint(out / name)
     atomic_write_json(out / "manifest.json", {
         "what": "encoder-initialised refinements (project.refine) of the images the book restores, by image "
                 "content; a cache: every code is recomputed the same way when missing",
-        "file": name, "n_codes": len(meta["keys"]), "networks": pipe.info.get("encoder"),
+        "file": name, "n_codes": kept, "images_of": data.name, "networks": pipe.info.get("encoder"),
         "settings": {k: getattr(config, k) for k in ("refine_steps", "refine_lr", "refine_prior")},
         "command": "python -m hqanogan_core " + " ".join(sys.argv[1:]), "code": code_revision()})
-    print(f"{len(meta['keys'])} refined codes -> {out / name}")
+    print(f"{kept} refined codes (the images of {data}) -> {out / name}")
     return 0
 
 
@@ -478,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default=None, help="encoder folder or GAN run (default data/pretrained/encoder64)")
     p.add_argument("--cache", default=None, help="where the codes are (default: the cache's scorers/ folder)")
     p.add_argument("--steps", type=int, default=None, help="refine steps (default: the default score's)")
+    p.add_argument("--data", default=None, help="ship the codes of this folder's images only (default: the book's "
+                   "phantom); the cache's others, e.g. a study's selection split, stay in the cache")
     p.set_defaults(func=cmd_ship_refined)
 
     p = sub.add_parser("explain", help="one image -> a self-contained HTML report (score, verdict, map, slots)")

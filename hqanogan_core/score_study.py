@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ import torch
 from scipy.optimize import minimize
 
 from . import metrics
-from .data.splits import load_split, to_model_input
+from .data.splits import SplitArrays, load_split, to_model_input
 from .localisation import inside_outside
 from .pipeline import Pipeline, fit_scorer, split_held_out
 from .provenance import images_signature, keys_match, portable_path, tensor_digest
@@ -243,19 +244,27 @@ def refinement_cost(pipe: Pipeline, images: torch.Tensor, config: ScoreConfig, p
     return (time.perf_counter() - t0) / len(images)
 
 
-def choice_split(data, valid_data=None):
-    """The validation split the study chooses on: `valid_data`'s valid/ if given, else `data`'s."""
-    return load_split(valid_data if valid_data is not None else data, "valid")
+@dataclass(frozen=True)
+class StudySplits:
+    """The three splits a study reads, loaded once (`study_splits`)."""
+    train: SplitArrays    # DATA's training normals: the scorer is fitted on them
+    valid: SplitArrays    # the split every choice is made on: SEL's valid/ with --valid, else DATA's
+    test: SplitArrays     # DATA's test split: reported, never chosen on
 
 
-def study_key(pipe: Pipeline, data, percep_name: str, valid_data=None) -> dict:
-    """What a stored study depends on; `valid_data` is the folder whose valid/ split makes the choices
-    (default: `data`'s own)."""
-    valid, test = choice_split(data, valid_data), load_split(data, "test")
+def study_splits(data, valid_data=None) -> StudySplits:
+    """`data`'s train/ and test/, and the valid/ split of `valid_data` (default: `data`'s own)."""
+    return StudySplits(load_split(data, "train"), load_split(valid_data if valid_data is not None else data, "valid"),
+                       load_split(data, "test"))
+
+
+def study_key(pipe: Pipeline, splits: StudySplits, percep_name: str) -> dict:
+    """What a stored study depends on: the networks, the three splits' images, the candidates and the rule."""
     return {"generator_sha256": tensor_digest(pipe.G), "encoder_sha256": tensor_digest(pipe.E),
             "discriminator_sha256": tensor_digest(pipe.D) if pipe.D is not None else None,
-            "valid_signature": images_signature(valid.images), "test_signature": images_signature(test.images),
-            "train_signature": images_signature(load_split(data, "train").images),
+            "valid_signature": images_signature(splits.valid.images),
+            "test_signature": images_signature(splits.test.images),
+            "train_signature": images_signature(splits.train.images),
             "terms": list(CANDIDATE_TERMS), "aggregations": list(AGGREGATIONS), "refine": list(REFINE_CANDIDATES),
             "sigmas": list(SIGMA_CANDIDATES), "maps": list(MAP_CANDIDATES), "perceptual": percep_name,
             "gain_rule": GAIN_RULE, "ks": list(K_LABELS), "draws": DRAWS, "prior_strength": PRIOR_STRENGTH}
@@ -311,13 +320,12 @@ def term_columns(scorer, ev: Evidence, anomaly_map: dict, log=print) -> dict[str
     return cols
 
 
-def measure_study(pipe: Pipeline, data, percep=None, seed: int = 0, log=print, valid_data=None) -> dict:
+def measure_study(pipe: Pipeline, splits: StudySplits, percep=None, seed: int = 0, log=print) -> dict:
     """Steps 1-3 of the module docstring (the expensive part): every candidate column of the validation and
-    test split, z-scored by the held-out normals, per restoration; each restoration's quality and map. The
-    validation split is `valid_data`'s (default: `data`'s).
+    test split, z-scored by the held-out normals, per restoration; each restoration's quality and map.
     -> {"z_valid": {r: {column: [N]}}, "z_test": ..., "columns": {r: [column, ...]}, "restorations": {str(r): ..},
         "maps": {r: choose_map result}}"""
-    train, valid, test = load_split(data, "train"), choice_split(data, valid_data), load_split(data, "test")
+    train, valid, test = splits.train, splits.valid, splits.test
     R = pipe.G.resolution
     x_train = to_model_input(train.images, R)
     from .paths import cache_dir
@@ -426,19 +434,18 @@ def measured_from_stored(found: dict) -> dict:
             "maps": {r: rep["maps"][str(r)] for r in REFINE_CANDIDATES}}
 
 
-def run_score_study(pipe: Pipeline, data, percep=None, seed: int = 0, n_boot: int = 1000, log=print,
-                    valid_data=None) -> dict:
-    """The study of the module docstring on `data` (MVTec layout with masks for the sigma choice), choosing on
-    the valid/ split of `valid_data` (default: `data`'s)."""
-    measured = measure_study(pipe, data, percep, seed, log, valid_data)
-    report = study_report(measured, choice_split(data, valid_data), load_split(data, "test"), n_boot, seed)
+def run_score_study(pipe: Pipeline, splits: StudySplits, percep=None, seed: int = 0, n_boot: int = 1000,
+                    log=print) -> dict:
+    """The study of the module docstring on `splits` (`study_splits`; masks on valid/ for the map choice)."""
+    measured = measure_study(pipe, splits, percep, seed, log)
+    report = study_report(measured, splits.valid, splits.test, n_boot, seed)
     return {"report": report, "tensors": study_tensors(measured)}
 
 
-def reselect_study(found: dict, data, n_boot: int = 1000, seed: int = 0, valid_data=None) -> dict:
+def reselect_study(found: dict, splits: StudySplits, n_boot: int = 1000, seed: int = 0) -> dict:
     """A stored study's measurements under today's selection rule (`study_report`): {"report", "tensors"}."""
     measured = measured_from_stored(found)
-    report = study_report(measured, choice_split(data, valid_data), load_split(data, "test"), n_boot, seed)
+    report = study_report(measured, splits.valid, splits.test, n_boot, seed)
     return {"report": report, "tensors": study_tensors(measured)}
 
 
@@ -495,7 +502,8 @@ def score_study(pipe: Pipeline, data, percep=None, shipped=None, out=None, log=p
     from .paths import cache_dir
 
     percep = percep or PerceptualDistance()
-    key = study_key(pipe, data, percep.backend_name, valid_data)
+    splits = study_splits(data, valid_data)          # loaded once: the key, the measurements and the report
+    key = study_key(pipe, splits, percep.backend_name)
     out = Path(out) if out is not None else cache_dir() / "score_study"
     places = (Path(shipped) if shipped is not None else default_study_path(), out)
     for where in places:
@@ -505,11 +513,11 @@ def score_study(pipe: Pipeline, data, percep=None, shipped=None, out=None, log=p
     for where in places:
         if (found := load_study(where, key, measured_only=True)) is not None:
             log(f"[score-study] {found['loaded_from']} was selected under another rule: re-selecting (seconds)")
-            result = reselect_study(found, data, valid_data=valid_data)
+            result = reselect_study(found, splits)
             save_study(out, result, key, f"score_study() (re-selected from {portable_path(found['loaded_from'])})",
                        device_description())
             return {**result, "loaded_from": None}
     log("[score-study] no stored study matches these networks and data: running it (minutes)")
-    result = run_score_study(pipe, data, percep, log=log, valid_data=valid_data)
+    result = run_score_study(pipe, splits, percep, log=log)
     save_study(out, result, key, "score_study() (recomputed, not shipped)", device_description())
     return {**result, "loaded_from": None}

@@ -8,6 +8,9 @@ or RNG state), OUT/log.jsonl (the training log) and OUT/manifest.json: method, c
 steps, seconds inside the training step, code revision, data (repository-relative path and phantom
 fingerprint), and the AUROC with its bootstrap 95 % CI on DATA/valid computed through the method
 interface from the shipped weights, which tests/test_shipped_baselines.py reproduces.
+
+`keep_refined_codes` does the same kind of job for `ship-refined`: the refined W+ codes of the images the
+book restores, out of a cache that holds codes of every image ever restored.
 """
 from __future__ import annotations
 
@@ -147,3 +150,23 @@ def shipped_baselines(root=None) -> dict[str, int]:
 
 __all__ = ["export_baseline", "validation_auroc", "read_baseline_manifest", "shipped_baselines",
            "SHIPPED_BASELINE_FORMAT"]
+
+
+def keep_refined_codes(source, out, images) -> int:
+    """Write to `out` the codes of `source` (a `refined-<namespace>.safetensors` file) that belong to `images`
+    [N, C, H, W] (keyed by content, `scores.RefinedCodes.key`), in `images`' order; returns how many were kept.
+
+    A cache collects codes of every image ever restored (a study's selection split, a reader's own images);
+    what is shipped is the codes of the images the book restores, no more."""
+    import torch
+
+    from .scores import RefinedCodes
+
+    tensors, meta = ckpt.load_checkpoint(source)
+    stored = dict(zip(meta["keys"], tensors["ws"]))
+    keys = list(dict.fromkeys(RefinedCodes.key(im) for im in images))      # unique, in order
+    keys = [k for k in keys if k in stored]
+    if not keys:
+        raise ValueError(f"{source} holds none of the {len(images)} images' codes: restore them first")
+    ckpt.save_checkpoint(out, {"ws": torch.stack([stored[k] for k in keys])}, {"keys": keys}, sidecar=False)
+    return len(keys)

@@ -7,7 +7,7 @@ import torch
 
 from hqanogan_core.recon import compare_inversions, reconstruction_metrics, ssim, summarise
 
-from tests.test_encoder_train import tiny_gan, tiny_percep
+from tests.tiny import tiny_gan, tiny_percep
 
 
 def test_ssim_identical_is_one_and_symmetric():

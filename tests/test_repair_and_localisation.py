@@ -312,7 +312,7 @@ def test_scorer_repair_on_tiny_nets():
     import torch
 
     from hqanogan_core.nets.psp import EncoderConfig, build_encoder
-    from tests.test_encoder_train import phantom_like, tiny_gan
+    from tests.tiny import phantom_like, tiny_gan
 
     G, _ = tiny_gan()
     E = build_encoder("gradual", EncoderConfig(resolution=16, num_ws=G.num_ws, w_dim=G.w_dim, width=8,

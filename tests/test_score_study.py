@@ -47,14 +47,15 @@ def test_term_weights_follow_the_labels_and_fall_back_to_the_prior():
 def test_study_on_the_tiny_pipeline_chooses_on_validation(shipped, monkeypatch, tmp_path):
     from hqanogan_core.data.splits import load_split
     from hqanogan_core.pipeline import load_pipeline
-    from tests.test_encoder_train import tiny_percep
+    from tests.tiny import tiny_percep
 
     monkeypatch.setenv("HQANOGAN_CACHE", str(tmp_path))
     monkeypatch.setattr(st, "REFINE_CANDIDATES", (0, 3))
     monkeypatch.setattr(st, "K_LABELS", (0, 2))
     monkeypatch.setattr(st, "DRAWS", 3)
     pipe = load_pipeline(shipped["enc"])
-    out = st.run_score_study(pipe, shipped["data"], tiny_percep(), n_boot=20, log=lambda *a: None)
+    splits = st.study_splits(shipped["data"])
+    out = st.run_score_study(pipe, splits, tiny_percep(), n_boot=20, log=lambda *a: None)
     rep = out["report"]
     # only restorations that keep the findings in the residual compete; G(E(x)) always does
     restored = rep["restorations"]
@@ -94,14 +95,14 @@ def test_study_on_the_tiny_pipeline_chooses_on_validation(shipped, monkeypatch, 
     json.dumps(rep)                                                   # storable as JSON
     # stored, then asked for under another selection rule: re-selected from the stored columns, which
     # (the same rule in fact) gives the same choice and numbers, up to the float32 storage of the columns
-    key = st.study_key(pipe, shipped["data"], "lpips-tiny")
+    key = st.study_key(pipe, splits, "lpips-tiny")
     st.save_study(tmp_path / "study", out, key, "test", "cpu")
     assert st.load_study(tmp_path / "study", key)["report"]["chosen"] == json.loads(json.dumps(rep["chosen"]))
     monkeypatch.setattr(st, "GAIN_RULE", "another rule")
-    other = st.study_key(pipe, shipped["data"], "lpips-tiny")
+    other = st.study_key(pipe, splits, "lpips-tiny")
     assert st.load_study(tmp_path / "study", other) is None
     found = st.load_study(tmp_path / "study", other, measured_only=True)
-    again = st.reselect_study(found, shipped["data"], n_boot=20)["report"]
+    again = st.reselect_study(found, splits, n_boot=20)["report"]
     assert (again["chosen"]["columns"] == rep["chosen"]["columns"]
             and again["chosen"]["config"] == rep["chosen"]["config"])
     assert again["chosen"]["test"]["value"] == pytest.approx(rep["chosen"]["test"]["value"], abs=1e-4)
@@ -117,7 +118,7 @@ def test_study_chooses_on_another_folders_validation_split(shipped, monkeypatch,
     from hqanogan_core.data.phantom import PhantomConfig, write_phantom_dataset
     from hqanogan_core.data.splits import load_split
     from hqanogan_core.pipeline import load_pipeline
-    from tests.test_encoder_train import tiny_percep
+    from tests.tiny import tiny_percep
 
     monkeypatch.setenv("HQANOGAN_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(st, "REFINE_CANDIDATES", (0,))
@@ -127,12 +128,13 @@ def test_study_chooses_on_another_folders_validation_split(shipped, monkeypatch,
     write_phantom_dataset(selection, n_train=2, n_test=0, n_valid=24, seed=9, config=PhantomConfig(size=32),
                           workers=1, progress=False)
     pipe, percep = load_pipeline(shipped["enc"]), tiny_percep()
-    own = st.run_score_study(pipe, shipped["data"], percep, n_boot=10, log=lambda *a: None)
-    other = st.run_score_study(pipe, shipped["data"], percep, n_boot=10, log=lambda *a: None, valid_data=selection)
+    own_splits, splits = st.study_splits(shipped["data"]), st.study_splits(shipped["data"], selection)
+    own = st.run_score_study(pipe, own_splits, percep, n_boot=10, log=lambda *a: None)
+    other = st.run_score_study(pipe, splits, percep, n_boot=10, log=lambda *a: None)
     sel = load_split(selection, "valid")
-    assert len(sel.labels) == 24 != shipped["n_valid"]
+    assert len(sel) != shipped["n_valid"]       # precondition: the lengths below tell the two splits apart
     zv = st.z_columns(other, "valid", 0)
-    assert all(len(v) == 24 for v in zv.values())
+    assert all(len(v) == len(sel) for v in zv.values())
     for column, numbers in other["report"]["columns"]["0"].items():
         assert numbers["valid"] == pytest.approx(metrics.auroc(zv[column], sel.labels), abs=1e-6)
     # the test split is data's: a term that no validation choice touches has the same test z-scores
@@ -140,14 +142,17 @@ def test_study_chooses_on_another_folders_validation_split(shipped, monkeypatch,
                                rtol=1e-6)
     assert len(st.z_columns(other, "test", 0)["latent"]) == shipped["n_test"]
     # a stored study knows which validation split chose it, and re-selecting it uses that split again
-    key = st.study_key(pipe, shipped["data"], "lpips-tiny", selection)
-    assert key["valid_signature"] != st.study_key(pipe, shipped["data"], "lpips-tiny")["valid_signature"]
+    key = st.study_key(pipe, splits, "lpips-tiny")
+    assert key["valid_signature"] != st.study_key(pipe, own_splits, "lpips-tiny")["valid_signature"]
     st.save_study(tmp_path / "study", other, key, "test", "cpu")
     found = st.load_study(tmp_path / "study", key, measured_only=True)
-    again = st.reselect_study(found, shipped["data"], n_boot=10, valid_data=selection)["report"]
+    again = st.reselect_study(found, splits, n_boot=10)["report"]
     assert again["chosen"]["columns"] == other["report"]["chosen"]["columns"]
     assert again["chosen"]["valid_auroc"] == pytest.approx(other["report"]["chosen"]["valid_auroc"], abs=1e-4)
-    assert st.choice_split(shipped["data"], selection).images.shape == sel.images.shape
+    # the splits: SEL's validation images, DATA's training normals and test images
+    np.testing.assert_array_equal(splits.valid.images, sel.images)
+    np.testing.assert_array_equal(splits.train.images, own_splits.train.images)
+    np.testing.assert_array_equal(splits.test.images, own_splits.test.images)
 
 
 def test_the_selection_phantom_uses_a_seed_no_benchmark_or_ceiling_uses(monkeypatch, tmp_path):

@@ -5,7 +5,7 @@ import torch
 
 from hqanogan_core import scores
 from hqanogan_core.nets.psp import EncoderConfig, build_encoder
-from tests.test_encoder_train import phantom_like, tiny_gan, tiny_percep
+from tests.tiny import phantom_like, tiny_gan, tiny_percep
 
 
 def test_mahalanobis_matches_hand_computation():

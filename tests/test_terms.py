@@ -6,7 +6,7 @@ import torch
 
 from hqanogan_core import scores, terms
 from hqanogan_core.nets.psp import EncoderConfig, build_encoder
-from tests.test_encoder_train import phantom_like, tiny_gan, tiny_percep
+from tests.tiny import phantom_like, tiny_gan, tiny_percep
 
 
 def tiny_scorer(config=None, **kw):
@@ -214,6 +214,26 @@ def test_refined_codes_are_stored_by_image_and_reused(tmp_path):
     scorer.refined = None                                    # without the store: the same restorations
     _, direct = scorer.restore(test)
     torch.testing.assert_close(direct, again, rtol=0, atol=1e-5)
+
+
+def test_keep_refined_codes_ships_only_the_given_images(tmp_path):
+    """What `ship-refined` writes: the codes of the book's images, not every image the cache ever restored."""
+    from hqanogan_core.ship import keep_refined_codes
+
+    scorer = tiny_scorer(terms.ScoreConfig(terms=("image_residual",), refine_steps=2, refine_lr=0.05))
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    scorer.refined = scores.RefinedCodes(read_from=[cache], write_to=cache)
+    namespace = scores.refine_namespace(scorer.G, scorer.E, scorer.config)
+    book, other = phantom_like(3, seed=4), phantom_like(2, seed=5)
+    _, codes = scorer.restore_codes(torch.cat([book, other]))
+    name = f"refined-{namespace}.safetensors"
+    kept = keep_refined_codes(cache / name, out / name, torch.cat([book[2:], book, phantom_like(1, seed=6)]))
+    assert kept == 3                              # duplicates once, an image without a code skipped
+    shipped = scores.RefinedCodes(read_from=[out]).codes_of(namespace)
+    assert list(shipped) == [scores.RefinedCodes.key(im) for im in (book[2], book[0], book[1])]
+    torch.testing.assert_close(torch.stack(list(shipped.values())), codes[[2, 0, 1]].cpu())
+    with pytest.raises(ValueError, match="holds none of the 2 images"):
+        keep_refined_codes(cache / name, out / "x.safetensors", phantom_like(2, seed=7))
 
 
 def test_refinements_under_a_prior_are_stored_by_prior(tmp_path):

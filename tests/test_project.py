@@ -3,24 +3,10 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
-from hqanogan_core.nets.perceptual import LpipsNet, PerceptualConfig, PerceptualDistance
 from hqanogan_core.nets.stylegan2 import Generator
 from hqanogan_core.project import estimate_w_std, lr_schedule, project, psnr
-
-
-
-
-class TinyBackbone(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(1)
-        self.c1, self.c2 = nn.Conv2d(3, 8, 3, 1, 1), nn.Conv2d(8, 8, 3, 2, 1)
-
-    def forward(self, x):
-        a = torch.relu(self.c1(x))
-        return [a, torch.relu(self.c2(a))]
+from tests.tiny import tiny_percep
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +33,7 @@ def test_projection_recovers_generated_image(G, space):
         ws_true = G.mapping(torch.randn(2, 16, generator=g), update_w_avg=False)
         target = G.synthesis(ws_true, noise_mode="const")                      # [2, 1, 32, 32]
         start = G.synthesis(G.w_avg.expand(2, G.num_ws, -1), noise_mode="const")
-    percep = PerceptualDistance(PerceptualConfig(min_size=16, verbose=False), model=LpipsNet(TinyBackbone(), [8, 8]),
-                                backend_name="lpips-tiny")
+    percep = tiny_percep()
     params_before = [p.detach().clone() for p in G.parameters()]
     ws, hist = project(G, target, space=space, steps=80, lr=0.1, percep=percep, w_std_samples=500)
     assert ws.shape == (2, G.num_ws, G.w_dim) and len(hist) == 80

@@ -148,10 +148,6 @@ def shipped_baselines(root=None) -> dict[str, int]:
     return out
 
 
-__all__ = ["export_baseline", "validation_auroc", "read_baseline_manifest", "shipped_baselines",
-           "SHIPPED_BASELINE_FORMAT"]
-
-
 def keep_refined_codes(source, out, images) -> int:
     """Write to `out` the codes of `source` (a `refined-<namespace>.safetensors` file) that belong to `images`
     [N, C, H, W] (keyed by content, `scores.RefinedCodes.key`), in `images`' order; returns how many were kept.
@@ -170,3 +166,7 @@ def keep_refined_codes(source, out, images) -> int:
         raise ValueError(f"{source} holds none of the {len(images)} images' codes: restore them first")
     ckpt.save_checkpoint(out, {"ws": torch.stack([stored[k] for k in keys])}, {"keys": keys}, sidecar=False)
     return len(keys)
+
+
+__all__ = ["export_baseline", "validation_auroc", "read_baseline_manifest", "shipped_baselines",
+           "keep_refined_codes", "SHIPPED_BASELINE_FORMAT"]

@@ -60,7 +60,7 @@ CANDIDATE_TERMS = ("image_residual", "residual_encoder", "perceptual", "perceptu
                    "repair_residual", "anomaly_map")
 MAP_CANDIDATES = ("image_residual", "residual_encoder", "perceptual", "perceptual_encoder")   # maps the map may sum
 AGGREGATIONS = {"mean": ("mean", 1.0), "top1": ("topk", 1.0), "top5": ("topk", 5.0), "max": ("max", 1.0)}
-REFINE_CANDIDATES = (0, 30, 40)             # refine_steps: G(E(x)), and that many steps of pixel-MSE refinement in W+
+REFINE_CANDIDATES = (0, 10, 20, 30, 40)     # refine_steps: G(E(x)), and that many steps of pixel-MSE refinement in W+
 SIGMA_CANDIDATES = (0.5, 1.0, 2.0, 3.0)
 GAIN_BOOT = 1000                            # paired bootstrap resamples behind "does this term add more than noise?"
 GAIN_RULE = f"a term joins while the 95 % CI of its paired-bootstrap AUROC gain ({GAIN_BOOT} resamples) is above 0"

@@ -362,7 +362,7 @@ class Workspace:
         return self._cache["pipeline"]
 
     def encoder_record(self) -> dict:
-        """Chapter 3's facts about the encoder: steps, images seen, hours, megabytes, backend, command, log."""
+        """Chapter 3's facts about the encoder: steps, images seen, hours, megabytes, backend, command, note, log."""
         from . import pretrained as pt
         from .train.loop import read_log, step_seconds
 
@@ -372,14 +372,14 @@ class Workspace:
             t = m["training"]
             return dict(steps=t["steps"], images=t["images_seen"], seconds=t["step_seconds"],
                         mb=m["total_bytes"] / 1e6, perceptual=m["perceptual"], command=m["command"],
-                        gan=m["gan"], log=read_log(folder / "log.jsonl"),
+                        note=m.get("note", ""), gan=m["gan"], log=read_log(folder / "log.jsonl"),
                         source=str(folder.relative_to(data_dir().parent)))
         folder = ensure_encoder(self.data, self.out, self.preset, self.device, True, self.progress)
         done, lines = step_done(folder), read_log(folder / "log.jsonl")
         cfg = encoder_config(self.preset)
         size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
         return dict(steps=done["steps"], images=done["steps"] * cfg.batch, seconds=step_seconds(lines), mb=size / 1e6,
-                    perceptual=done["perceptual"], command=f"workflow.ensure_encoder(preset={self.preset!r})",
+                    perceptual=done["perceptual"], command=f"workflow.ensure_encoder(preset={self.preset!r})", note="",
                     gan={"path": str(Path(self.out) / "gan")}, log=lines, source=str(folder))
 
     def gan_record(self, n_reals: int = 512) -> GanRecord:

@@ -94,7 +94,10 @@ def test_encoder_warm_start_continues_for_the_continued_generator(shipped, conti
     assert out["steps"] == steps0 + 2
     old = read_log(shipped["enc"] / "log.jsonl")
     new = read_log(tmp_path / "more" / "log.jsonl")
-    assert new[:len(old)] == old and [ln["step"] for ln in new[len(old):]] == [steps0 + 1, steps0 + 2]
+    assert new[:len(old)] == old and [ln["step"] for ln in new[len(old) + 1:]] == [steps0 + 1, steps0 + 2]
+    resumed = new[len(old)]                        # the continuation's own settings, logged where it starts
+    assert resumed["event"] == "continue" and resumed["at_step"] == steps0 and resumed["from"] == str(shipped["enc"])
+    assert resumed["config"]["steps"] == steps0 + 2 and resumed["config"]["lr"] == cfg.lr
     m = export_encoder(tmp_path / "more", tmp_path / "enc", gan, "python -m hqanogan_core train-encoder ...")
     assert m["training"]["steps"] == steps0 + 2 and m["training"]["warm_started_from"].endswith("encoder32")
     assert m["gan"]["sha256"] == continued_gan["manifest"]["files"]["gan.safetensors"]["sha256"]

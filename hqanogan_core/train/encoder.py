@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from ..nets.perceptual import PerceptualConfig, PerceptualDistance
 from ..nets.psp import EncoderConfig, build_encoder, encode_images, encoder_config_for
 from .. import checkpoint as ckpt
+from .loop import append_log
 from .optim import ranger
 
 __all__ = ["EncoderTrainConfig", "EncoderTrainer", "train_encoder", "encoder_losses", "gan_record", "warm_start"]
@@ -302,13 +303,17 @@ def train_encoder(gan, data, out_dir, config: EncoderTrainConfig | None = None, 
         save_image_grid(torch.cat([grid_x, recon]), out / f"recon_step{tr.step_idx:06d}.png", nrow=len(grid_x))
 
     ckpt.remove_stale_temp_files(Path(out_dir) / "encoder.safetensors")   # left by a run killed mid-write
-    if init_from is not None and not (resume and (Path(out_dir) / "encoder.safetensors").exists()):
+    continued = init_from is not None and not (resume and (Path(out_dir) / "encoder.safetensors").exists())
+    if continued:
         warm_start(trainer, init_from, out_dir)
         print(f"continuing {init_from} at step {trainer.step_idx} (fresh optimiser)")
         resume = True
     start = {"perceptual": trainer.percep.backend_name,
              "encoder_params": sum(p.numel() for p in trainer.E.parameters()),
              "device": str(trainer.device), "config": cfg.to_dict()}
+    if continued:                    # the shipped log goes on: this stage's own settings are logged where it starts
+        append_log(Path(out_dir) / "log.jsonl", {"event": "continue", "from": trainer.warm_started_from,
+                                                  "at_step": trainer.step_idx, **start})
     summary = run_training(trainer, out_dir, cfg.steps, checkpoint_name="encoder.safetensors", log_every=cfg.log_every,
                            snapshot_every=cfg.snapshot_every, resume=resume, progress=progress, desc="train-encoder",
                            start_info=start, on_snapshot=recon_grid, postfix=("loss", "l2"))

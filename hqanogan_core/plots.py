@@ -567,14 +567,16 @@ def semi_supervised_curve(curve: dict, reference: dict | None = None, title: str
     return fig
 
 
-def refinement_curve(restorations: dict, best_valid: dict, chosen: int | None = None):
-    """What refinement does, step by step (`score_study` report): PSNR of the restored validation normals,
-    the findings' inside/outside residual contrast (the dashed line is G(E(x))'s: the eligibility bar) and
-    the best validation AUROC of any score on that restoration. restorations: {str(steps): {"psnr_normals",
-    "contrast", "keeps_findings"}}; best_valid: {str(steps): AUROC}. Hollow markers: not eligible."""
+def refinement_curve(report: dict):
+    """What refinement does, step by step, from a score study's report (`score_study.study_report`): PSNR of
+    the restored validation normals, the findings' inside/outside residual contrast (the dashed line is
+    G(E(x))'s: the eligibility bar) and the best validation AUROC of any option on that restoration; the
+    chosen restoration is marked. Hollow markers: not eligible."""
+    restorations = report["restorations"]
     steps = sorted(restorations, key=int)
     x = np.array([int(s) for s in steps])
     ok = np.array([restorations[s].get("keeps_findings", True) for s in steps])
+    best_valid = {s: max(o["valid_auroc"] for o in report["options"] if o["refine_steps"] == int(s)) for s in steps}
     panels = (("psnr_normals", "PSNR on normals (dB)"), ("contrast", "residual inside / outside the finding"),
               (None, "best validation AUROC"))
     fig, axes = plt.subplots(1, 3, figsize=(9.6, 2.9))
@@ -585,8 +587,7 @@ def refinement_curve(restorations: dict, best_valid: dict, chosen: int | None = 
         ax.plot(x[~ok], y[~ok], "o", mfc="white", color="C0", label="not eligible")
         if field == "contrast":
             ax.axhline(restorations["0"].get("contrast", np.nan), color="k", ls="--", lw=1, label="G(E(x))")
-        if chosen is not None:
-            ax.axvline(chosen, color="C1", lw=1, alpha=0.6, label="chosen")
+        ax.axvline(report["chosen"]["refine_steps"], color="C1", lw=1, alpha=0.6, label="chosen")
         ax.set_xticks(x)
         ax.set_xlabel("refinement steps (0: G(E(x)))")
         ax.set_title(label, fontsize=9)

@@ -103,7 +103,7 @@ def cmd_ship_refined(args) -> int:
         "what": "encoder-initialised refinements (project.refine) of the images the book restores, by image "
                 "content; a cache: every code is recomputed the same way when missing",
         "file": name, "n_codes": kept, "images_of": data.name, "networks": pipe.info.get("encoder"),
-        "settings": {k: getattr(config, k) for k in ("refine_steps", "refine_lr", "refine_prior")},
+        "settings": {k: getattr(config, k) for k in ("refine_steps", "refine_lr", "refine_prior", "refine_loss")},
         "command": "python -m hqanogan_core " + " ".join(sys.argv[1:]), "code": code_revision()})
     print(f"{kept} refined codes (the images of {data}) -> {out / name}")
     return 0

@@ -570,27 +570,38 @@ def semi_supervised_curve(curve: dict, reference: dict | None = None, title: str
 def refinement_curve(report: dict):
     """What refinement does, step by step, from a score study's report (`score_study.study_report`): PSNR of
     the restored validation normals, the findings' inside/outside residual contrast (the dashed line is
-    G(E(x))'s: the eligibility bar) and the best validation AUROC of any option on that restoration; the
-    chosen restoration is marked. Hollow markers: not eligible."""
+    G(E(x))'s: the eligibility bar) and the best validation AUROC of any option on that restoration, one line
+    per pixel loss of the refinement (MSE, L1), both starting at G(E(x)); the chosen restoration is marked.
+    Hollow markers: not eligible."""
+    from .terms import restoration_settings
+
     restorations = report["restorations"]
-    steps = sorted(restorations, key=int)
-    x = np.array([int(s) for s in steps])
-    ok = np.array([restorations[s].get("keeps_findings", True) for s in steps])
-    best_valid = {s: max(o["valid_auroc"] for o in report["options"] if o["refine_steps"] == int(s)) for s in steps}
+    settings = {r: restoration_settings(r) for r in restorations}
+    best_valid = {r: max(o["valid_auroc"] for o in report["options"] if o["restoration"] == r) for r in restorations}
+    losses = sorted({s["refine_loss"] for s in settings.values()}, key=lambda k: k != "mse")
     panels = (("psnr_normals", "PSNR on normals (dB)"), ("contrast", "residual inside / outside the finding"),
               (None, "best validation AUROC"))
+    chosen = report["chosen"]["restoration"]
     fig, axes = plt.subplots(1, 3, figsize=(9.6, 2.9))
     for ax, (field, label) in zip(axes, panels):
-        y = np.array([best_valid[s] if field is None else restorations[s].get(field, np.nan) for s in steps])
-        ax.plot(x, y, "-", color="C0", lw=1)
-        ax.plot(x[ok], y[ok], "o", color="C0", label="eligible")
-        ax.plot(x[~ok], y[~ok], "o", mfc="white", color="C0", label="not eligible")
+        def value(r):
+            return best_valid[r] if field is None else restorations[r].get(field, np.nan)
+        for i, loss in enumerate(losses):
+            line = sorted((r for r in restorations if r == "0" or settings[r]["refine_loss"] == loss),
+                          key=lambda r: settings[r]["refine_steps"])
+            x = np.array([settings[r]["refine_steps"] for r in line])
+            y = np.array([value(r) for r in line])
+            ok = np.array([restorations[r].get("keeps_findings", True) for r in line])
+            color = f"C{2 * i}"
+            ax.plot(x, y, "-", color=color, lw=1)
+            ax.plot(x[ok], y[ok], "o", color=color, label=f"{loss.upper()} refinement")
+            ax.plot(x[~ok], y[~ok], "o", mfc="white", color=color)
         if field == "contrast":
             ax.axhline(restorations["0"].get("contrast", np.nan), color="k", ls="--", lw=1, label="G(E(x))")
-        ax.axvline(report["chosen"]["refine_steps"], color="C1", lw=1, alpha=0.6, label="chosen")
-        ax.set_xticks(x)
+        ax.plot([settings[chosen]["refine_steps"]], [value(chosen)], "*", ms=12, color="C1", label="chosen")
+        ax.set_xticks(sorted({s["refine_steps"] for s in settings.values()}))
         ax.set_xlabel("refinement steps (0: G(E(x)))")
         ax.set_title(label, fontsize=9)
-    axes[1].legend(fontsize=7, loc="lower left")
+    axes[1].legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig

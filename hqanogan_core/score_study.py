@@ -10,7 +10,8 @@ cannot tell a gain of 0.01-0.02 AUROC from noise. The training normals and the t
 `run_score_study` does, in order (no choice ever looks at the test split):
 
   1. fit the scorer on the training normals (`fit_scorer`: W+ Gaussians; the usual 10 % held out)
-  2. for every restoration in REFINE_CANDIDATES (G(E(x)), or the encoder-initialised refinement):
+  2. for every restoration in REFINE_CANDIDATES (G(E(x)), or the encoder-initialised refinement on pixel MSE
+     or on the robust L1 loss, keyed by `ScoreConfig.restoration`: "0", "20", "l1-40", ...):
      `Evidence` for the held-out normals, the validation and the test split, then every candidate term
      under every aggregation in AGGREGATIONS; each column z-scored by the held-out normals
   3. the anomaly map, per restoration (`choose_map`): every non-empty set of MAP_CANDIDATES (each map in units
@@ -51,7 +52,7 @@ from .localisation import inside_outside
 from .pipeline import Pipeline, fit_scorer, split_held_out
 from .provenance import images_signature, keys_match, portable_path, tensor_digest
 from .scores import Evidence, fit_standardisation, standardise
-from .terms import ENCODER_MAPS, TERMS, ScoreConfig, fit_map_scales
+from .terms import ENCODER_MAPS, TERMS, ScoreConfig, fit_map_scales, restoration_settings
 
 FORMAT = "hqanogan-score-study-v1"
 # candidate terms (and every slot's latent_l<k>, added per generator)
@@ -60,7 +61,9 @@ CANDIDATE_TERMS = ("image_residual", "residual_encoder", "perceptual", "perceptu
                    "repair_residual", "anomaly_map")
 MAP_CANDIDATES = ("image_residual", "residual_encoder", "perceptual", "perceptual_encoder")   # maps the map may sum
 AGGREGATIONS = {"mean": ("mean", 1.0), "top1": ("topk", 1.0), "top5": ("topk", 5.0), "max": ("max", 1.0)}
-REFINE_CANDIDATES = (0, 10, 20, 30, 40)     # refine_steps: G(E(x)), and that many steps of pixel-MSE refinement in W+
+# restorations (`terms.restoration_settings`): G(E(x)); that many steps of pixel-MSE refinement in W+; that many
+# of the robust pixel-L1 refinement (`project.pixel_loss`)
+REFINE_CANDIDATES = ("0", "10", "20", "30", "40", "l1-40", "l1-60")
 SIGMA_CANDIDATES = (0.5, 1.0, 2.0, 3.0)
 GAIN_BOOT = 1000                            # paired bootstrap resamples behind "does this term add more than noise?"
 GAIN_RULE = f"a term joins while the 95 % CI of its paired-bootstrap AUROC gain ({GAIN_BOOT} resamples) is above 0"
@@ -76,12 +79,12 @@ def column_name(term: str, aggregation: str) -> str:
     return f"{term}@{aggregation}" if TERMS[term].is_map else term
 
 
-def column_config(column: str, refine_steps: int, sigma: float, map_terms=("image_residual",)) -> ScoreConfig:
-    """The one-term ScoreConfig that computes `column` ("perceptual@top1", "latent", ...)."""
+def column_config(column: str, restoration: str, sigma: float, map_terms=("image_residual",)) -> ScoreConfig:
+    """The one-term ScoreConfig that computes `column` ("perceptual@top1", "latent", ...) under `restoration`."""
     term, _, agg = column.partition("@")
     how, top = AGGREGATIONS[agg or "mean"]
-    return ScoreConfig(terms=(term,), aggregation=how, top_percent=top, map_sigma=sigma, refine_steps=refine_steps,
-                       map_terms=tuple(map_terms))
+    return ScoreConfig(terms=(term,), aggregation=how, top_percent=top, map_sigma=sigma,
+                       map_terms=tuple(map_terms), **restoration_settings(restoration))
 
 
 def config_of(choice: dict, anomaly_map: dict) -> ScoreConfig:
@@ -89,7 +92,7 @@ def config_of(choice: dict, anomaly_map: dict) -> ScoreConfig:
     how, top = AGGREGATIONS[choice["aggregation"]]
     return ScoreConfig(terms=tuple(c.partition("@")[0] for c in choice["columns"]), combine=choice["combine"],
                        aggregation=how, top_percent=top, map_sigma=anomaly_map["sigma"],
-                       refine_steps=choice["refine_steps"], map_terms=tuple(anomaly_map["terms"]))
+                       map_terms=tuple(anomaly_map["terms"]), **restoration_settings(choice["restoration"]))
 
 
 # ----------------------------------------------------------------------------- pure selection math
@@ -240,7 +243,7 @@ def refinement_cost(pipe: Pipeline, images: torch.Tensor, config: ScoreConfig, p
     ws, _ = encode_images(pipe.G, pipe.E, images)
     t0 = time.perf_counter()
     refine(pipe.G, images, ws, steps=config.refine_steps, lr=config.refine_lr,
-           prior=prior if config.refine_prior > 0 else None, lambda_prior=config.refine_prior)
+           prior=prior if config.refine_prior > 0 else None, lambda_prior=config.refine_prior, loss=config.refine_loss)
     return (time.perf_counter() - t0) / len(images)
 
 
@@ -270,10 +273,10 @@ def study_key(pipe: Pipeline, splits: StudySplits, percep_name: str) -> dict:
             "gain_rule": GAIN_RULE, "ks": list(K_LABELS), "draws": DRAWS, "prior_strength": PRIOR_STRENGTH}
 
 
-def study_evidence(scorer, images: torch.Tensor, refine_steps: int) -> Evidence:
-    """`Evidence` for `images` under one restoration (refined codes from the scorer's store, which
+def study_evidence(scorer, images: torch.Tensor, restoration: str) -> Evidence:
+    """`Evidence` for `images` under one restoration label (refined codes from the scorer's store, which
     `pipeline.fit_scorer` set up: each image is refined once per setting)."""
-    scorer.config = ScoreConfig(terms=("latent",), refine_steps=refine_steps)
+    scorer.config = ScoreConfig(terms=("latent",), **restoration_settings(restoration))
     return Evidence(scorer, images)
 
 
@@ -305,17 +308,18 @@ def term_columns(scorer, ev: Evidence, anomaly_map: dict, log=print) -> dict[str
     """Every candidate column for the images of `ev` under its restoration and the chosen anomaly map
     (`choose_map`: its sigma smooths every map term): {column: [N]}."""
     t0 = time.perf_counter()
-    refine_steps, sigma, map_terms = scorer.config.refine_steps, anomaly_map["sigma"], tuple(anomaly_map["terms"])
-    scorer.config = ScoreConfig(terms=("latent",), refine_steps=refine_steps, map_sigma=sigma, map_terms=map_terms)
+    restoration, sigma, map_terms = scorer.config.restoration, anomaly_map["sigma"], tuple(anomaly_map["terms"])
+    scorer.config = ScoreConfig(terms=("latent",), map_sigma=sigma, map_terms=map_terms,
+                                **restoration_settings(restoration))
     scorer.map_scales = anomaly_map["scales"]
     cols = {}
     for term in scorer.usable(CANDIDATE_TERMS):
         for agg in (AGGREGATIONS if TERMS[term].is_map else ["mean"]):
-            cfg = column_config(column_name(term, agg), refine_steps, sigma, map_terms)
+            cfg = column_config(column_name(term, agg), restoration, sigma, map_terms)
             cols[column_name(term, agg)] = scorer.terms_of(ev, (term,), cfg)[term]
     for k in range(ev.ws.shape[1]):                                   # every W+ slot on its own
         cols[f"latent_l{k}"] = ev.slot_distances()[:, k].astype(np.float64)
-    log(f"[score-study] refine {refine_steps}: {len(cols)} columns for {len(ev.x)} images "
+    log(f"[score-study] restoration {restoration}: {len(cols)} columns for {len(ev.x)} images "
         f"in {time.perf_counter() - t0:.0f} s")
     return cols
 
@@ -323,8 +327,8 @@ def term_columns(scorer, ev: Evidence, anomaly_map: dict, log=print) -> dict[str
 def measure_study(pipe: Pipeline, splits: StudySplits, percep=None, seed: int = 0, log=print) -> dict:
     """Steps 1-3 of the module docstring (the expensive part): every candidate column of the validation and
     test split, z-scored by the held-out normals, per restoration; each restoration's quality and map.
-    -> {"z_valid": {r: {column: [N]}}, "z_test": ..., "columns": {r: [column, ...]}, "restorations": {str(r): ..},
-        "maps": {r: choose_map result}}"""
+    -> {"z_valid": {r: {column: [N]}}, "z_test": ..., "columns": {r: [column, ...]}, "restorations": {r: ..},
+        "maps": {r: choose_map result}}, r the restoration labels of REFINE_CANDIDATES"""
     train, valid, test = splits.train, splits.valid, splits.test
     R = pipe.G.resolution
     x_train = to_model_input(train.images, R)
@@ -344,12 +348,12 @@ def measure_study(pipe: Pipeline, splits: StudySplits, percep=None, seed: int = 
         ev_valid = study_evidence(scorer, x_valid, r)
         maps[r] = choose_map(scorer, ev_held, ev_valid, valid.masks, seed) if has_masks else no_masks
         if has_masks:
-            log(f"[score-study] refine {r}: map {' + '.join(maps[r]['terms'])}, sigma {maps[r]['sigma']:g}: "
+            log(f"[score-study] restoration {r}: map {' + '.join(maps[r]['terms'])}, sigma {maps[r]['sigma']:g}: "
                 f"validation pixel AUROC {maps[r]['pixel_auroc']:.4f}")
         stats = fit_standardisation(term_columns(scorer, ev_held, maps[r], log))
         valid_cols = term_columns(scorer, ev_valid, maps[r], log)
         z_valid[r] = standardise(valid_cols, stats)
-        restorations[str(r)] = restoration_quality(ev_valid, valid, time.perf_counter() - t0)
+        restorations[r] = restoration_quality(ev_valid, valid, time.perf_counter() - t0)
         columns[r] = list(valid_cols)
         z_test[r] = standardise(term_columns(scorer, study_evidence(scorer, x_test, r), maps[r], log), stats)
         del ev_held, ev_valid
@@ -357,8 +361,8 @@ def measure_study(pipe: Pipeline, splits: StudySplits, percep=None, seed: int = 
 
 
 def eligible_restorations(restorations: dict) -> dict[int, bool]:
-    """Which restorations may be chosen (`restoration_keeps_findings` against G(E(x))'s): refine_steps -> bool."""
-    return {r: restoration_keeps_findings(restorations[str(r)], restorations["0"]) for r in REFINE_CANDIDATES}
+    """Which restorations may be chosen (`restoration_keeps_findings` against G(E(x))'s): label -> bool."""
+    return {r: restoration_keeps_findings(restorations[r], restorations["0"]) for r in REFINE_CANDIDATES}
 
 
 def choose_score(measured: dict, valid_labels: np.ndarray, seed: int = 0) -> tuple[list[dict], dict]:
@@ -373,11 +377,11 @@ def choose_score(measured: dict, valid_labels: np.ndarray, seed: int = 0) -> tup
             pool = [c for c in columns[r] if "@" not in c or c.endswith("@" + agg)]
             for how in ("sum", "max"):
                 chosen, value = greedy_selection(z_valid[r], valid_labels, pool, how, seed=seed)
-                options.append({"refine_steps": r, "aggregation": agg, "combine": how, "columns": chosen,
-                                "valid_auroc": value})
+                options.append({"restoration": r, **restoration_settings(r), "aggregation": agg, "combine": how,
+                                "columns": chosen, "valid_auroc": value})
     cost = {r: i for i, r in enumerate(REFINE_CANDIDATES)}
-    best = max((o for o in options if eligible[o["refine_steps"]]),
-               key=lambda o: (round(o["valid_auroc"], 4), -len(o["columns"]), -cost[o["refine_steps"]],
+    best = max((o for o in options if eligible[o["restoration"]]),
+               key=lambda o: (round(o["valid_auroc"], 4), -len(o["columns"]), -cost[o["restoration"]],
                               o["aggregation"] == "mean"))
     return options, best
 
@@ -387,10 +391,10 @@ def study_report(measured: dict, valid, test, n_boot: int = 1000, seed: int = 0)
     AUROCs of every column, of the choice and of the previous default, and the semi-supervised curve."""
     z_valid, z_test, columns, maps = (measured[k] for k in ("z_valid", "z_test", "columns", "maps"))
     options, best = choose_score(measured, valid.labels, seed)
-    chosen = config_of(best, maps[best["refine_steps"]])
-    r = best["refine_steps"]
+    r = best["restoration"]
+    chosen = config_of(best, maps[r])
     chosen_test = combined(z_test[r], best["columns"], best["combine"])
-    previous = [c for c in columns[0] if c.partition("@")[0] in PREVIOUS_DEFAULT.terms and
+    previous = [c for c in columns["0"] if c.partition("@")[0] in PREVIOUS_DEFAULT.terms and
                 ("@" not in c or c.endswith("@mean"))]
     report = {
         "chosen": {"config": chosen.to_dict(), "describe": chosen.describe(), **best,
@@ -398,13 +402,13 @@ def study_report(measured: dict, valid, test, n_boot: int = 1000, seed: int = 0)
                                                          valid),
                    "test": auroc_report(chosen_test, test, n_boot, seed)},
         "previous_default": {"config": PREVIOUS_DEFAULT.to_dict(), "columns": previous,
-                             "valid_auroc": metrics.auroc(combined(z_valid[0], previous), valid.labels),
-                             "test": auroc_report(combined(z_test[0], previous), test, n_boot, seed)},
+                             "valid_auroc": metrics.auroc(combined(z_valid["0"], previous), valid.labels),
+                             "test": auroc_report(combined(z_test["0"], previous), test, n_boot, seed)},
         "options": options, "sigma": chosen.map_sigma,
-        "restorations": {str(k): {**measured["restorations"][str(k)], "keeps_findings": ok}
+        "restorations": {k: {**measured["restorations"][k], "keeps_findings": ok}
                          for k, ok in eligible_restorations(measured["restorations"]).items()},
-        "maps": {str(k): {f: v for f, v in m.items() if f != "scales"} for k, m in maps.items()},
-        "columns": {str(k): {c: {"valid": metrics.auroc(z_valid[k][c], valid.labels),
+        "maps": {k: {f: v for f, v in m.items() if f != "scales"} for k, m in maps.items()},
+        "columns": {k: {c: {"valid": metrics.auroc(z_valid[k][c], valid.labels),
                                  "valid_per_type": per_type_auroc_mean([z_valid[k][c]], valid),
                                  "test": auroc_report(z_test[k][c], test, n_boot, seed)} for c in columns[k]}
                     for k in REFINE_CANDIDATES},
@@ -427,11 +431,11 @@ def measured_from_stored(found: dict) -> dict:
     """`measure_study`'s result rebuilt from a stored study (its report and z-scored columns), so that a new
     selection rule costs seconds, not a re-measurement (stored in float32, as the stored choice used)."""
     rep = found["report"]
-    columns = {r: list(rep["columns"][str(r)]) for r in REFINE_CANDIDATES}
+    columns = {r: list(rep["columns"][r]) for r in REFINE_CANDIDATES}
     return {"z_valid": {r: z_columns(found, "valid", r) for r in REFINE_CANDIDATES},
             "z_test": {r: z_columns(found, "test", r) for r in REFINE_CANDIDATES},
             "columns": columns, "restorations": {k: dict(v) for k, v in rep["restorations"].items()},
-            "maps": {r: rep["maps"][str(r)] for r in REFINE_CANDIDATES}}
+            "maps": {r: rep["maps"][r] for r in REFINE_CANDIDATES}}
 
 
 def run_score_study(pipe: Pipeline, splits: StudySplits, percep=None, seed: int = 0, n_boot: int = 1000,
@@ -486,9 +490,9 @@ def load_study(where, key: dict, measured_only: bool = False) -> dict | None:
     return {"report": doc["report"], "tensors": tensors, "command": doc.get("command"), "loaded_from": str(file)}
 
 
-def z_columns(result: dict, split: str, refine_steps: int) -> dict[str, np.ndarray]:
-    """{column: z-scores [N]} of one split and restoration from a study result."""
-    prefix = f"{split}/{refine_steps}/"
+def z_columns(result: dict, split: str, restoration: str) -> dict[str, np.ndarray]:
+    """{column: z-scores [N]} of one split and restoration (label, `ScoreConfig.restoration`) from a study result."""
+    prefix = f"{split}/{restoration}/"
     return {k[len(prefix):]: v.numpy().astype(np.float64) for k, v in result["tensors"].items() if k.startswith(prefix)}
 
 

@@ -129,6 +129,8 @@ def refine_namespace(G, E, config: ScoreConfig, prior: LatentGaussians | None = 
     from .provenance import tensor_digest
 
     settings = [config.refine_steps, config.refine_lr, config.refine_prior]
+    if config.refine_loss != "mse":              # MSE namespaces predate the choice of loss: they stay as they were
+        settings.append(config.refine_loss)
     text = tensor_digest(G) + tensor_digest(E) + json.dumps(settings)
     if config.refine_prior > 0:
         if prior is None:
@@ -210,7 +212,8 @@ class HQAnoGANScorer:
         def compute(index: np.ndarray) -> torch.Tensor:
             idx = torch.from_numpy(index)
             return refine(self.G, images[idx].to(self.device), ws[idx].to(self.device), steps=c.refine_steps,
-                          lr=c.refine_lr, prior=prior, lambda_prior=c.refine_prior, batch=self.batch)[0]
+                          lr=c.refine_lr, prior=prior, lambda_prior=c.refine_prior, batch=self.batch,
+                          loss=c.refine_loss)[0]
 
         if self.refined is None:
             return ws, compute(np.arange(len(images)))

@@ -300,14 +300,33 @@ def term_table(registry: dict) -> str:
     return md_table(["term", "kind", "needs", "what it measures"], rows)
 
 
+def restoration_name(label: str) -> str:
+    """A score study's restoration label in words: "0" -> G(E(x)), "20" -> "MSE refinement, 20 steps", ..."""
+    from .terms import restoration_settings
+
+    r = restoration_settings(label)
+    return "G(E(x))" if r["refine_steps"] == 0 else f"{r['refine_loss'].upper()} refinement, {r['refine_steps']} steps"
+
+
+def restoration_table(restorations: dict) -> str:
+    """One row per restoration of a score study's report: PSNR on validation normals, the findings'
+    inside/outside residual contrast, eligibility and the study's ms per image."""
+    rows = [[restoration_name(r), f"{q['psnr_normals']:.2f}", _opt(q.get("contrast"), ".2f"),
+             "yes" if q.get("keeps_findings", True) else "no", f"{1000 * q['seconds_per_image']:.0f}"]
+            for r, q in restorations.items()]
+    return md_table(["restoration", "PSNR on validation normals (dB)", "residual inside / outside the finding",
+                     "eligible (contrast ≥ G(E(x))'s)", "ms / image (study, all terms)"], rows)
+
+
 def score_options_table(options: list[dict], restorations: dict, n: int = 8) -> str:
     """The best `n` combinations of a score study, by validation AUROC (an option whose restoration draws the
-    findings, `restorations[str(steps)]["keeps_findings"]` false, is marked: it may not be chosen)."""
+    findings, `restorations[label]["keeps_findings"]` false, is marked: it may not be chosen). The restoration
+    is its label: "0" is G(E(x)), "20" 20 steps of MSE refinement, "l1-40" 40 steps of L1 refinement."""
     best = sorted(options, key=lambda o: -o["valid_auroc"])[:n]
-    keeps = {int(k): q["keeps_findings"] for k, q in restorations.items()}
-    rows = [[str(o["refine_steps"]) + ("" if keeps[o["refine_steps"]] else " (draws the findings: not eligible)"),
+    keeps = {k: q["keeps_findings"] for k, q in restorations.items()}
+    rows = [[o["restoration"] + ("" if keeps[o["restoration"]] else " (draws the findings: not eligible)"),
              o["aggregation"], o["combine"], ", ".join(o["columns"]), f"{o['valid_auroc']:.3f}"] for o in best]
-    return md_table(["refine steps", "aggregation", "combine", "terms (greedy order)", "validation AUROC"], rows)
+    return md_table(["restoration", "aggregation", "combine", "terms (greedy order)", "validation AUROC"], rows)
 
 
 def semi_supervised_table(curve: dict) -> str:

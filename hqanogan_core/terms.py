@@ -45,6 +45,7 @@ from scipy import ndimage
 
 from .gaussian import fit_gaussian
 from .nets.psp import style_split
+from .project import PIXEL_LOSSES
 
 AGGREGATIONS = ("mean", "topk", "max")
 COMBINERS = ("sum", "max")
@@ -159,9 +160,11 @@ class ScoreConfig:
     top_percent         for "topk"
     map_sigma           Gaussian smoothing (px) of the anomaly map and of every aggregated map
     held_out_fraction   training normals held out to standardise the terms (the rest fit the Gaussians)
-    refine_steps        0: the restoration is G(E(x)). > 0: G(w') with w' from that many steps of pixel-MSE
+    refine_steps        0: the restoration is G(E(x)). > 0: G(w') with w' from that many steps of pixel-loss
                         optimisation in W+ started at E(x) (`project.refine`); the latent terms still measure
                         E(x), the code the encoder chose before any fitting
+    refine_loss         its pixel loss: "mse", or "l1", robust to the large residuals of a finding
+                        (`project.pixel_loss`)
     refine_lr           its learning rate
     refine_prior        weight of the normal-latent prior (per-slot Mahalanobis) in that optimisation
     """
@@ -176,6 +179,7 @@ class ScoreConfig:
     refine_steps: int = 0
     refine_lr: float = 0.01
     refine_prior: float = 0.0
+    refine_loss: str = "mse"
     map_terms: tuple[str, ...] = ("image_residual",)
 
     def __post_init__(self):
@@ -201,9 +205,19 @@ class ScoreConfig:
             raise ValueError(f"map_sigma must be >= 0, got {self.map_sigma}")
         if not 0 < self.held_out_fraction < 1:
             raise ValueError(f"held_out_fraction must be in (0, 1), got {self.held_out_fraction}")
+        if self.refine_loss not in PIXEL_LOSSES:
+            raise ValueError(f"unknown refine_loss {self.refine_loss!r}: use one of {PIXEL_LOSSES}")
         if self.refine_steps < 0 or self.refine_lr <= 0 or self.refine_prior < 0:
             raise ValueError(f"refine_steps must be >= 0, refine_lr > 0 and refine_prior >= 0, got "
                              f"{self.refine_steps}, {self.refine_lr}, {self.refine_prior}")
+
+    @property
+    def restoration(self) -> str:
+        """The restoration as a short label: "0" for G(E(x)), "<steps>" for an MSE refinement, "l1-<steps>"
+        for an L1 one (`restoration_settings` reverses it; the score study keys its restorations by it)."""
+        if self.refine_steps == 0 or self.refine_loss == "mse":
+            return str(self.refine_steps)
+        return f"{self.refine_loss}-{self.refine_steps}"
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -233,7 +247,8 @@ class ScoreConfig:
                 how = "maximum" if self.aggregation == "max" else f"mean of the top {self.top_percent:g} % pixels"
                 rule += f"; maps smoothed (sigma {self.map_sigma:g} px) and made one number by their {how}"
         if self.refine_steps:
-            rule += (f"; restorations refined by {self.refine_steps} steps of pixel-MSE optimisation in W+ from E(x)"
+            loss = "pixel-MSE" if self.refine_loss == "mse" else f"pixel-{self.refine_loss.upper()}"
+            rule += (f"; restorations refined by {self.refine_steps} steps of {loss} optimisation in W+ from E(x)"
                      + (f" under the normal-latent prior (weight {self.refine_prior:g})" if self.refine_prior else ""))
         return rule
 
@@ -244,6 +259,15 @@ class ScoreConfig:
             return f"{maps[0]} smoothed by sigma {self.map_sigma:g} px"
         return (f"the sum of {', '.join(maps[:-1])} and {maps[-1]}, each smoothed by sigma {self.map_sigma:g} px "
                 "and divided by its pixel std on held-out normals")
+
+
+def restoration_settings(label: str) -> dict:
+    """The ScoreConfig fields of a restoration label (`ScoreConfig.restoration`): "20" -> 20 steps of MSE,
+    "l1-40" -> 40 steps of L1."""
+    loss, _, steps = str(label).rpartition("-")
+    if not steps.isdigit() or loss not in ("", *PIXEL_LOSSES):
+        raise ValueError(f"bad restoration label {label!r}: use '<steps>' or '<loss>-<steps>', loss in {PIXEL_LOSSES}")
+    return {"refine_steps": int(steps), "refine_loss": loss or "mse"}
 
 
 # ----------------------------------------------------------------------------- what terms are computed from

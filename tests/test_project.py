@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hqanogan_core.nets.stylegan2 import Generator
-from hqanogan_core.project import estimate_w_std, lr_schedule, project, psnr
+from hqanogan_core.project import estimate_w_std, lr_schedule, pixel_loss, project, psnr, refine
 from tests.tiny import tiny_percep
 
 
@@ -52,3 +52,34 @@ def test_w_std_and_bad_space(G):
     assert math.isfinite(estimate_w_std(G, 200)) and estimate_w_std(G, 200) > 0
     with pytest.raises(ValueError):
         project(G, torch.zeros(1, 1, 32, 32), space="z", steps=1, lambda_perceptual=0)
+
+
+def test_pixel_loss_by_hand():
+    r = torch.tensor([[[[0.0, 3.0], [-4.0, 1.0]]]])                  # [1, 1, 2, 2]
+    assert pixel_loss(r, "mse").item() == pytest.approx((9 + 16 + 1) / 4)
+    assert pixel_loss(r, "l1").item() == pytest.approx((1e-3 + 3 + 4 + 1) / 4, abs=1e-5)   # sqrt(0 + 1e-6) = 1e-3
+    with pytest.raises(ValueError, match="unknown pixel loss 'l2'"):
+        pixel_loss(r, "l2")
+    with pytest.raises(ValueError, match="unknown pixel loss 'huber'"):
+        project(torch.nn.Identity(), r, steps=1, pixel="huber")
+
+
+def test_l1_refinement_leaves_an_outlier_in_the_residual(G):
+    """The point of the robust loss: started from the same code, MSE spends its steps on the pixels it fits
+    worst - a bright square the generator cannot draw - while L1 fits the rest of the image; so the square's
+    share of the residual is larger after L1, and L1 fits outside the square at least as well."""
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        ws_true = G.mapping(torch.randn(3, 16, generator=g), update_w_avg=False)
+        target = G.synthesis(ws_true, noise_mode="const")
+    square = torch.zeros_like(target, dtype=torch.bool)
+    square[..., 10:16, 10:16] = True
+    target = torch.where(square, torch.ones_like(target), target)          # the "finding"
+    start = (ws_true + 0.3 * torch.randn(ws_true.shape, generator=g)).detach()
+    out = {}
+    for loss in ("mse", "l1"):
+        _, rec = refine(G, target, start, steps=40, lr=0.02, loss=loss)
+        res = (target - rec).abs()
+        out[loss] = (res[square].mean() / res[~square].mean()).item(), res[~square].mean().item()
+    assert out["l1"][0] > out["mse"][0]                  # the finding stands out more against the rest
+    assert out["l1"][1] <= out["mse"][1] * 1.05          # and the rest is fitted about as well

@@ -50,7 +50,7 @@ def test_study_on_the_tiny_pipeline_chooses_on_validation(shipped, monkeypatch, 
     from tests.tiny import tiny_percep
 
     monkeypatch.setenv("HQANOGAN_CACHE", str(tmp_path))
-    monkeypatch.setattr(st, "REFINE_CANDIDATES", (0, 3))
+    monkeypatch.setattr(st, "REFINE_CANDIDATES", ("0", "3", "l1-3"))
     monkeypatch.setattr(st, "K_LABELS", (0, 2))
     monkeypatch.setattr(st, "DRAWS", 3)
     pipe = load_pipeline(shipped["enc"])
@@ -62,29 +62,32 @@ def test_study_on_the_tiny_pipeline_chooses_on_validation(shipped, monkeypatch, 
     assert restored["0"]["keeps_findings"]
     for r, q in restored.items():
         assert q["keeps_findings"] == (q["contrast"] >= restored["0"]["contrast"])
-    best = max(o["valid_auroc"] for o in rep["options"] if restored[str(o["refine_steps"])]["keeps_findings"])
+    assert set(restored) == {"0", "3", "l1-3"}
+    best = max(o["valid_auroc"] for o in rep["options"] if restored[o["restoration"]]["keeps_findings"])
     assert rep["chosen"]["valid_auroc"] == pytest.approx(best)
-    assert restored[str(rep["chosen"]["refine_steps"])]["keeps_findings"]
+    assert restored[rep["chosen"]["restoration"]]["keeps_findings"]
     cfg = ScoreConfig.from_dict(rep["chosen"]["config"])
-    assert cfg.refine_steps in (0, 3)
+    assert cfg.restoration == rep["chosen"]["restoration"] in ("0", "3", "l1-3")
+    # the L1 refinement is another restoration than the MSE one of as many steps (its own refined codes)
+    assert restored["l1-3"]["psnr_normals"] != pytest.approx(restored["3"]["psnr_normals"], abs=1e-6)
     assert all(t in st.CANDIDATE_TERMS or t.startswith("latent_l") for t in cfg.terms)
     # the map: the best validation pixel AUROC of every set of maps and sigma, per restoration, and the
     # chosen config carries its restoration's map; G(E(x)) alone never sums a map with its own duplicate
     for r, m in rep["maps"].items():
         assert m["pixel_auroc"] == pytest.approx(max(c["pixel_auroc"] for c in m["candidates"]), abs=1e-4)
         assert len(m["candidates"]) == len(st.SIGMA_CANDIDATES) * (2 ** (2 if r == "0" else 4) - 1)
-    chosen_map = rep["maps"][str(cfg.refine_steps)]
+    chosen_map = rep["maps"][cfg.restoration]
     assert list(cfg.map_terms) == chosen_map["terms"] and cfg.map_sigma == chosen_map["sigma"]
     # the chosen score's test AUROC is recomputable from the stored z-scores
     test = load_split(shipped["data"], "test")
-    z = st.z_columns(out, "test", cfg.refine_steps)
+    z = st.z_columns(out, "test", cfg.restoration)
     s = st.combined(z, rep["chosen"]["columns"], cfg.combine)
     assert rep["chosen"]["test"]["value"] == pytest.approx(metrics.auroc(s, test.labels), abs=1e-6)
     # per type on validation (each finding against all validation normals), by hand
     valid = load_split(shipped["data"], "valid")
     column = rep["chosen"]["columns"][0]
-    zv = st.z_columns(out, "valid", cfg.refine_steps)[column]
-    by_type = rep["columns"][str(cfg.refine_steps)][column]["valid_per_type"]
+    zv = st.z_columns(out, "valid", cfg.restoration)[column]
+    by_type = rep["columns"][cfg.restoration][column]["valid_per_type"]
     assert set(by_type) == set(valid.types[valid.labels == 1])
     for kind, value in by_type.items():
         pick = (valid.labels == 0) | (valid.types == kind)
@@ -121,7 +124,7 @@ def test_study_chooses_on_another_folders_validation_split(shipped, monkeypatch,
     from tests.tiny import tiny_percep
 
     monkeypatch.setenv("HQANOGAN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(st, "REFINE_CANDIDATES", (0,))
+    monkeypatch.setattr(st, "REFINE_CANDIDATES", ("0",))
     monkeypatch.setattr(st, "K_LABELS", (0, 2))
     monkeypatch.setattr(st, "DRAWS", 2)
     selection = tmp_path / "selection"
@@ -133,14 +136,14 @@ def test_study_chooses_on_another_folders_validation_split(shipped, monkeypatch,
     other = st.run_score_study(pipe, splits, percep, n_boot=10, log=lambda *a: None)
     sel = load_split(selection, "valid")
     assert len(sel) != shipped["n_valid"]       # precondition: the lengths below tell the two splits apart
-    zv = st.z_columns(other, "valid", 0)
+    zv = st.z_columns(other, "valid", "0")
     assert all(len(v) == len(sel) for v in zv.values())
     for column, numbers in other["report"]["columns"]["0"].items():
         assert numbers["valid"] == pytest.approx(metrics.auroc(zv[column], sel.labels), abs=1e-6)
     # the test split is data's: a term that no validation choice touches has the same test z-scores
-    np.testing.assert_allclose(st.z_columns(other, "test", 0)["latent"], st.z_columns(own, "test", 0)["latent"],
+    np.testing.assert_allclose(st.z_columns(other, "test", "0")["latent"], st.z_columns(own, "test", "0")["latent"],
                                rtol=1e-6)
-    assert len(st.z_columns(other, "test", 0)["latent"]) == shipped["n_test"]
+    assert len(st.z_columns(other, "test", "0")["latent"]) == shipped["n_test"]
     # a stored study knows which validation split chose it, and re-selecting it uses that split again
     key = st.study_key(pipe, splits, "lpips-tiny")
     assert key["valid_signature"] != st.study_key(pipe, own_splits, "lpips-tiny")["valid_signature"]
@@ -255,6 +258,32 @@ def test_shipped_refined_codes_reproduce():
     keys = [RefinedCodes.key(im) for im in x]
     assert all(k in stored for k in keys), "the shipped codes do not cover the test split"
     ws0, _ = encode_images(pipe.G, pipe.E, x)
-    fresh, _ = refine(pipe.G, x, ws0, steps=DEFAULT_SCORE.refine_steps, lr=DEFAULT_SCORE.refine_lr)
+    fresh, _ = refine(pipe.G, x, ws0, steps=DEFAULT_SCORE.refine_steps, lr=DEFAULT_SCORE.refine_lr,
+                      loss=DEFAULT_SCORE.refine_loss)
     torch.testing.assert_close(fresh, torch.stack([stored[k] for k in keys]), rtol=0, atol=1e-3)
     assert ckpt.read_meta(file)["keys"]
+
+
+def test_restoration_views_draw_one_line_per_loss():
+    """Chapter 4's restoration table and refinement curve read a study report keyed by restoration label:
+    G(E(x)) starts both the MSE and the L1 line; hollow markers are the ineligible restorations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from hqanogan_core import plots, tables
+
+    restorations = {r: {"psnr_normals": 24 + i, "contrast": c, "keeps_findings": c >= 3.5, "seconds_per_image": 0.01}
+                    for i, (r, c) in enumerate([("0", 3.5), ("20", 3.7), ("40", 3.3), ("l1-40", 4.8)])}
+    options = [{"restoration": r, "valid_auroc": 0.8 + 0.01 * i} for i, r in enumerate(restorations)]
+    report = {"restorations": restorations, "options": options, "chosen": {"restoration": "l1-40"}}
+    table = tables.restoration_table(restorations)
+    assert "| L1 refinement, 40 steps | 27.00 | 4.80 | yes | 10 |" in table
+    assert "| MSE refinement, 40 steps | 26.00 | 3.30 | no |" in table and "| G(E(x)) |" in table
+    fig = plots.refinement_curve(report)
+    psnr_axis = fig.axes[0]
+    lines = [ln for ln in psnr_axis.get_lines() if ln.get_linestyle() == "-"]
+    assert [list(ln.get_xdata()) for ln in lines] == [[0, 20, 40], [0, 40]]          # MSE, then L1
+    assert [list(ln.get_ydata()) for ln in lines] == [[24, 25, 26], [24, 27]]
+    star = [ln for ln in psnr_axis.get_lines() if ln.get_marker() == "*"][0]
+    assert list(star.get_xdata()) == [40] and list(star.get_ydata()) == [27]          # the chosen L1-40
+    assert tables.restoration_name("l1-60") == "L1 refinement, 60 steps"

@@ -54,12 +54,23 @@ def test_score_config_checks_and_round_trips():
                          ({"held_out_fraction": 1.0}, "held_out_fraction"),
                          ({"map_terms": ("latent",)}, "map_terms must be distinct map terms"),
                          ({"map_terms": ("perceptual", "perceptual")}, "map_terms must be distinct"),
-                         ({"map_terms": ()}, "map_terms")]:
+                         ({"map_terms": ()}, "map_terms"),
+                         ({"refine_loss": "l2"}, "unknown refine_loss 'l2'")]:
         with pytest.raises(ValueError, match=message):
             terms.ScoreConfig(**{"terms": ("perceptual",), **bad})
     with pytest.raises(ValueError, match="unknown ScoreConfig fields \\['sigma'\\]"):
         terms.ScoreConfig.from_dict({"sigma": 1})
     assert "top 2 % pixels" in cfg.describe() and "largest of 2 x z(perceptual)" in cfg.describe()
+    # the restoration labels the score study keys its restorations by, and back
+    for fields, label in [({}, "0"), ({"refine_steps": 20}, "20"), ({"refine_steps": 40, "refine_loss": "l1"}, "l1-40"),
+                          ({"refine_loss": "l1"}, "0")]:
+        c = terms.ScoreConfig(**fields)
+        assert c.restoration == label
+        assert terms.ScoreConfig(**terms.restoration_settings(label)).restoration == label
+    assert "40 steps of pixel-L1" in terms.ScoreConfig(refine_steps=40, refine_loss="l1").describe()
+    for bad in ("l1-", "x-3", "huber-20", ""):
+        with pytest.raises(ValueError, match="bad restoration label"):
+            terms.restoration_settings(bad)
 
 
 def test_only_requested_terms_are_computed():
@@ -250,6 +261,16 @@ def test_refinements_under_a_prior_are_stored_by_prior(tmp_path):
     ns = scores.refine_namespace(scorer.G, scorer.E, scorer.config, scorer.gaussians)
     assert ns != scores.refine_namespace(scorer.G, scorer.E, scorer.config, other)
     assert ns != scores.refine_namespace(scorer.G, scorer.E, scorer.config.replace(refine_prior=0.0))
+    # the pixel loss is part of the namespace; MSE namespaces are what they were before the loss was a setting
+    mse = scorer.config.replace(refine_prior=0.0)
+    assert scores.refine_namespace(scorer.G, scorer.E, mse.replace(refine_loss="l1")) != scores.refine_namespace(
+        scorer.G, scorer.E, mse)
+    import hashlib
+    import json
+
+    from hqanogan_core.provenance import tensor_digest
+    before = tensor_digest(scorer.G) + tensor_digest(scorer.E) + json.dumps([3, 0.05, 0.0])
+    assert scores.refine_namespace(scorer.G, scorer.E, mse) == hashlib.sha256(before.encode()).hexdigest()[:16]
     with pytest.raises(ValueError, match="needs the Gaussians"):
         scores.refine_namespace(scorer.G, scorer.E, scorer.config)
     scorer.refined = scores.RefinedCodes(read_from=[tmp_path], write_to=tmp_path)

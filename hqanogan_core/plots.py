@@ -573,11 +573,12 @@ def refinement_curve(report: dict):
     G(E(x))'s: the eligibility bar) and the best validation AUROC of any option on that restoration, one line
     per pixel loss of the refinement (MSE, L1), both starting at G(E(x)); the chosen restoration is marked.
     Hollow markers: not eligible."""
+    from .score_study import best_valid_auroc
     from .terms import restoration_settings
 
     restorations = report["restorations"]
     settings = {r: restoration_settings(r) for r in restorations}
-    best_valid = {r: max(o["valid_auroc"] for o in report["options"] if o["restoration"] == r) for r in restorations}
+    best_valid = best_valid_auroc(report)
     losses = sorted({s["refine_loss"] for s in settings.values()}, key=lambda k: k != "mse")
     panels = (("psnr_normals", "PSNR on normals (dB)"), ("contrast", "residual inside / outside the finding"),
               (None, "best validation AUROC"))

@@ -421,6 +421,13 @@ def study_report(measured: dict, valid, test, n_boot: int = 1000, seed: int = 0)
     return report
 
 
+def best_valid_auroc(report: dict) -> dict[str, float]:
+    """The best validation AUROC of any option on each restoration of a study's report (restoration label ->
+    AUROC): how far each restoration can take detection, whichever terms ride on it."""
+    return {r: max(o["valid_auroc"] for o in report["options"] if o["restoration"] == r)
+            for r in report["restorations"]}
+
+
 def study_tensors(measured: dict) -> dict[str, torch.Tensor]:
     """The z-scored columns as stored: "valid/<r>/<column>" and "test/<r>/<column>"."""
     return {f"{split}/{r}/{c}": torch.from_numpy(np.asarray(measured[f"z_{split}"][r][c], np.float32))

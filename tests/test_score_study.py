@@ -266,7 +266,8 @@ def test_shipped_refined_codes_reproduce():
 
 def test_restoration_views_draw_one_line_per_loss():
     """Chapter 4's restoration table and refinement curve read a study report keyed by restoration label:
-    G(E(x)) starts both the MSE and the L1 line; hollow markers are the ineligible restorations."""
+    G(E(x)) starts both the MSE and the L1 line; hollow markers are the ineligible restorations; the AUROC panel
+    shows the best validation option on each restoration."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -287,3 +288,7 @@ def test_restoration_views_draw_one_line_per_loss():
     star = [ln for ln in psnr_axis.get_lines() if ln.get_marker() == "*"][0]
     assert list(star.get_xdata()) == [40] and list(star.get_ydata()) == [27]          # the chosen L1-40
     assert tables.restoration_name("l1-60") == "L1 refinement, 60 steps"
+    options.append({"restoration": "20", "valid_auroc": 0.95})                # a second option on "20" wins there
+    assert st.best_valid_auroc(report) == pytest.approx({"0": 0.8, "20": 0.95, "40": 0.82, "l1-40": 0.83})
+    mse_line = [ln for ln in plots.refinement_curve(report).axes[2].get_lines() if ln.get_linestyle() == "-"][0]
+    assert list(mse_line.get_ydata()) == pytest.approx([0.8, 0.95, 0.82])          # the AUROC panel plots the best per step

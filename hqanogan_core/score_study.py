@@ -17,7 +17,11 @@ cannot tell a gain of 0.01-0.02 AUROC from noise. The training normals and the t
   3. the anomaly map, per restoration (`choose_map`): every non-empty set of MAP_CANDIDATES (each map in units
      of its held-out normals' pixel std, summed) under every sigma in SIGMA_CANDIDATES; the best validation
      pixel AUROC wins, ties to fewer maps. Its sigma smooths every map term, and the map itself becomes the
-     candidate column `anomaly_map`
+     candidate column `anomaly_map`. The detection map (`choose_detection_map`): the same sets at that sigma,
+     the best validation *image* AUROC (under the best aggregation) wins, ties to fewer maps; it becomes
+     the column `detection_map`. What outlines a finding best and what tells an abnormal image from a
+     normal one best need not be the same sum (a map that is noisy at the few brightest pixels of a normal
+     image can still outline findings well)
   4. `choose_score`: for every (restoration, aggregation, sum or max) a greedy forward selection of
      equal-weight terms on validation AUROC (a term joins only if its gain is more than noise: GAIN_RULE); the best
      validation AUROC wins, ties to fewer terms and less computation. Only restorations that still come
@@ -52,13 +56,13 @@ from .localisation import inside_outside
 from .pipeline import Pipeline, fit_scorer, split_held_out
 from .provenance import images_signature, keys_match, portable_path, tensor_digest
 from .scores import Evidence, fit_standardisation, standardise
-from .terms import ENCODER_MAPS, TERMS, ScoreConfig, fit_map_scales, restoration_settings
+from .terms import ENCODER_MAPS, TERMS, ScoreConfig, aggregate, fit_map_scales, restoration_settings
 
 FORMAT = "hqanogan-score-study-v1"
 # candidate terms (and every slot's latent_l<k>, added per generator)
 CANDIDATE_TERMS = ("image_residual", "residual_encoder", "perceptual", "perceptual_encoder", "feature_residual",
                    "discriminator_blocks", "latent", "latent_coarse", "latent_middle", "latent_fine", "cycle",
-                   "repair_residual", "anomaly_map")
+                   "repair_residual", "anomaly_map", "detection_map")
 MAP_CANDIDATES = ("image_residual", "residual_encoder", "perceptual", "perceptual_encoder")   # maps the map may sum
 AGGREGATIONS = {"mean": ("mean", 1.0), "top1": ("topk", 1.0), "top5": ("topk", 5.0), "max": ("max", 1.0)}
 # restorations (`terms.restoration_settings`): G(E(x)); that many steps of pixel-MSE refinement in W+; that many
@@ -79,20 +83,24 @@ def column_name(term: str, aggregation: str) -> str:
     return f"{term}@{aggregation}" if TERMS[term].is_map else term
 
 
-def column_config(column: str, restoration: str, sigma: float, map_terms=("image_residual",)) -> ScoreConfig:
+def column_config(column: str, restoration: str, sigma: float, map_terms=("image_residual",),
+                  detect_terms=()) -> ScoreConfig:
     """The one-term ScoreConfig that computes `column` ("perceptual@top1", "latent", ...) under `restoration`."""
     term, _, agg = column.partition("@")
     how, top = AGGREGATIONS[agg or "mean"]
     return ScoreConfig(terms=(term,), aggregation=how, top_percent=top, map_sigma=sigma,
-                       map_terms=tuple(map_terms), **restoration_settings(restoration))
+                       map_terms=tuple(map_terms), detect_terms=tuple(detect_terms),
+                       **restoration_settings(restoration))
 
 
 def config_of(choice: dict, anomaly_map: dict) -> ScoreConfig:
-    """The ScoreConfig of a `choose_score` result under its restoration's `choose_map` result."""
+    """The ScoreConfig of a `choose_score` result under its restoration's maps (`choose_map` and
+    `choose_detection_map` results, merged)."""
     how, top = AGGREGATIONS[choice["aggregation"]]
     return ScoreConfig(terms=tuple(c.partition("@")[0] for c in choice["columns"]), combine=choice["combine"],
                        aggregation=how, top_percent=top, map_sigma=anomaly_map["sigma"],
-                       map_terms=tuple(anomaly_map["terms"]), **restoration_settings(choice["restoration"]))
+                       map_terms=tuple(anomaly_map["terms"]), detect_terms=tuple(anomaly_map["detect_terms"]),
+                       **restoration_settings(choice["restoration"]))
 
 
 # ----------------------------------------------------------------------------- pure selection math
@@ -280,23 +288,26 @@ def study_evidence(scorer, images: torch.Tensor, restoration: str) -> Evidence:
     return Evidence(scorer, images)
 
 
-def choose_map(scorer, ev_held: Evidence, ev_valid: Evidence, masks: np.ndarray, seed: int = 0) -> dict:
-    """The anomaly map with the best validation pixel AUROC over every non-empty set of MAP_CANDIDATES (without
-    the maps against G(E(x)) when that is the restoration: they would repeat the others) and every sigma
-    (ties to fewer maps, then the smaller sigma). Sets `scorer.map_scales` to the winner's.
-    -> {"terms", "sigma", "pixel_auroc", "aupro", "scales", "candidates": [{"terms", "sigma", "pixel_auroc"}]}"""
+def map_sets(scorer, refined: bool) -> list[tuple[str, ...]]:
+    """Every non-empty set of MAP_CANDIDATES the scorer can compute (without the maps against G(E(x)) when
+    that is the restoration, `refined` false: they would repeat the others)."""
     from itertools import combinations
 
-    encoder_only = ev_valid.nets.config.refine_steps == 0       # then G(E(x)) is the restoration: no duplicates
-    maps = [m for m in scorer.usable(MAP_CANDIDATES) if not (encoder_only and m in ENCODER_MAPS)]
-    candidates = []
+    maps = [m for m in scorer.usable(MAP_CANDIDATES) if refined or m not in ENCODER_MAPS]
+    return [terms for size in range(1, len(maps) + 1) for terms in combinations(maps, size)]
+
+
+def choose_map(scorer, ev_held: Evidence, ev_valid: Evidence, masks: np.ndarray, seed: int = 0) -> dict:
+    """The anomaly map with the best validation pixel AUROC over every set of `map_sets` and every sigma
+    (ties to fewer maps, then the smaller sigma). Sets `scorer.map_scales` to the winner's.
+    -> {"terms", "sigma", "pixel_auroc", "aupro", "scales", "candidates": [{"terms", "sigma", "pixel_auroc"}]}"""
+    candidates, sets = [], map_sets(scorer, ev_valid.refined)
     for sigma in SIGMA_CANDIDATES:
-        for size in range(1, len(maps) + 1):
-            for terms in combinations(maps, size):
-                cfg = ScoreConfig(terms=("latent",), map_sigma=sigma, map_terms=terms)
-                scorer.map_scales = fit_map_scales(ev_held, cfg)
-                candidates.append({"terms": list(terms), "sigma": sigma, "scales": scorer.map_scales,
-                                   "pixel_auroc": metrics.pixel_auroc(ev_valid.anomaly_map(cfg), masks, seed=seed)})
+        for terms in sets:
+            cfg = ScoreConfig(terms=("latent",), map_sigma=sigma, map_terms=terms)
+            scorer.map_scales = fit_map_scales(ev_held, cfg)
+            candidates.append({"terms": list(terms), "sigma": sigma, "scales": scorer.map_scales,
+                               "pixel_auroc": metrics.pixel_auroc(ev_valid.anomaly_map(cfg), masks, seed=seed)})
     best = max(candidates, key=lambda c: (round(c["pixel_auroc"], 4), -len(c["terms"]), -c["sigma"]))
     cfg = ScoreConfig(terms=("latent",), map_sigma=best["sigma"], map_terms=tuple(best["terms"]))
     scorer.map_scales = best["scales"]
@@ -304,18 +315,42 @@ def choose_map(scorer, ev_held: Evidence, ev_valid: Evidence, masks: np.ndarray,
             "candidates": [{k: c[k] for k in ("terms", "sigma", "pixel_auroc")} for c in candidates]}
 
 
+def choose_detection_map(scorer, ev_held: Evidence, ev_valid: Evidence, labels: np.ndarray, anomaly_map: dict
+                         ) -> dict:
+    """The detection map: of every set of `map_sets` at the anomaly map's sigma, the one whose aggregate
+    (under the best of AGGREGATIONS but "mean", which barely sees a map's peaks) has the best validation
+    image AUROC, ties to fewer maps. -> `anomaly_map` with "detect_terms", "detect_auroc" and
+    "detect_candidates": [{"terms", "aggregation", "image_auroc"}] added, its "scales" covering every map
+    term (each scale is its own term's held-out pixel std, whatever set it is in)"""
+    sigma, sets = anomaly_map["sigma"], map_sets(scorer, ev_valid.refined)
+    every = max(sets, key=len)                               # the last set: every map
+    scorer.map_scales = fit_map_scales(ev_held, ScoreConfig(terms=("latent",), map_sigma=sigma, map_terms=every))
+    candidates = []
+    for terms in sets:
+        cfg = ScoreConfig(terms=("latent",), map_sigma=sigma, map_terms=terms)
+        maps = ev_valid.anomaly_map(cfg)                     # [N, H, W]
+        by_agg = {agg: metrics.auroc(aggregate(maps, *AGGREGATIONS[agg]), labels) for agg in AGGREGATIONS
+                  if agg != "mean"}
+        agg = max(by_agg, key=by_agg.get)
+        candidates.append({"terms": list(terms), "aggregation": agg, "image_auroc": by_agg[agg]})
+    best = max(candidates, key=lambda c: (round(c["image_auroc"], 4), -len(c["terms"])))
+    return {**anomaly_map, "scales": scorer.map_scales, "detect_terms": best["terms"],
+            "detect_auroc": best["image_auroc"], "detect_candidates": candidates}
+
+
 def term_columns(scorer, ev: Evidence, anomaly_map: dict, log=print) -> dict[str, np.ndarray]:
-    """Every candidate column for the images of `ev` under its restoration and the chosen anomaly map
-    (`choose_map`: its sigma smooths every map term): {column: [N]}."""
+    """Every candidate column for the images of `ev` under its restoration and the chosen anomaly and
+    detection maps (`choose_map`, `choose_detection_map`: the sigma smooths every map term): {column: [N]}."""
     t0 = time.perf_counter()
     restoration, sigma, map_terms = scorer.config.restoration, anomaly_map["sigma"], tuple(anomaly_map["terms"])
-    scorer.config = ScoreConfig(terms=("latent",), map_sigma=sigma, map_terms=map_terms,
+    detect_terms = tuple(anomaly_map["detect_terms"])
+    scorer.config = ScoreConfig(terms=("latent",), map_sigma=sigma, map_terms=map_terms, detect_terms=detect_terms,
                                 **restoration_settings(restoration))
     scorer.map_scales = anomaly_map["scales"]
     cols = {}
     for term in scorer.usable(CANDIDATE_TERMS):
         for agg in (AGGREGATIONS if TERMS[term].is_map else ["mean"]):
-            cfg = column_config(column_name(term, agg), restoration, sigma, map_terms)
+            cfg = column_config(column_name(term, agg), restoration, sigma, map_terms, detect_terms)
             cols[column_name(term, agg)] = scorer.terms_of(ev, (term,), cfg)[term]
     for k in range(ev.ws.shape[1]):                                   # every W+ slot on its own
         cols[f"latent_l{k}"] = ev.slot_distances()[:, k].astype(np.float64)
@@ -350,6 +385,9 @@ def measure_study(pipe: Pipeline, splits: StudySplits, percep=None, seed: int = 
         if has_masks:
             log(f"[score-study] restoration {r}: map {' + '.join(maps[r]['terms'])}, sigma {maps[r]['sigma']:g}: "
                 f"validation pixel AUROC {maps[r]['pixel_auroc']:.4f}")
+        maps[r] = choose_detection_map(scorer, ev_held, ev_valid, valid.labels, maps[r])
+        log(f"[score-study] restoration {r}: detection map {' + '.join(maps[r]['detect_terms'])}: validation "
+            f"image AUROC {maps[r]['detect_auroc']:.4f}")
         stats = fit_standardisation(term_columns(scorer, ev_held, maps[r], log))
         valid_cols = term_columns(scorer, ev_valid, maps[r], log)
         z_valid[r] = standardise(valid_cols, stats)

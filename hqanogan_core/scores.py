@@ -180,7 +180,7 @@ class HQAnoGANScorer:
         """The terms of `names` whose networks are present (a scorer without D or percep skips theirs, a
         generator with fewer W+ slots the slots it lacks: `latent_l<k>` needs k < G.num_ws)."""
         present = {"percep": self.percep is not None, "D": self.D is not None, "gaussians": True,
-                   "map_scales": self.map_scales is not None or len(self.config.map_terms) == 1}
+                   "map_scales": self.map_scales is not None or len(self.config.scaled_maps) == 1}
         return [n for n in names if all(present[k] for k in needs([n])) and (slot_of(n) or 0) < self.G.num_ws]
 
     @torch.no_grad()

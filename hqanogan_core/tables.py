@@ -48,6 +48,15 @@ def method_table(report: dict, methods=None, bold: str | None = None, memory: bo
     return md_table(header, rows)
 
 
+def phantom_seeds_table(entries: dict[str, dict]) -> str:
+    """One method on several phantoms: {row label: its benchmark entry (report["methods"][name])} -> image
+    AUROC [95 % CI], each type's AUROC and the map's pixel AUROC, one row per phantom."""
+    kinds = sorted({k for e in entries.values() for k in e["per_type"]})
+    rows = [[label, _ci(e["image"]["auroc"])] + [f"{e['per_type'][k]['auroc']['value']:.3f}" for k in kinds]
+            + [_opt(e.get("pixel_auroc"), ".3f")] for label, e in entries.items()]
+    return md_table(["phantom", "image AUROC [95 % CI]", *kinds, "pixel AUROC"], rows)
+
+
 def per_type_table(report: dict, methods=None) -> str:
     """AUROC [95 % CI] of each anomaly type (that type vs all normals), one row per method."""
     methods = list(methods or report["methods"])

@@ -18,6 +18,9 @@ per image. For an image x with code w = E(x) and restoration x_hat = G(w):
                         pulled back to normal (`repair`, shrink at the 0.99 quantile; the other slots are the
                         restoration's) - a map term
     anomaly_map         the anomaly map itself (below), aggregated - a map term
+    detection_map       the same sum over `ScoreConfig.detect_terms` (default: the anomaly map's terms),
+                        aggregated - a map term: the sum that best tells abnormal images from normal ones
+                        need not be the one that best outlines the finding
 
 A *map term* is a per-pixel map made one number by `ScoreConfig.aggregation`: the mean over the image
 (the global residual), the mean of its highest `top_percent` % pixels, or its maximum, each after the
@@ -27,7 +30,9 @@ and `perceptual` is the LPIPS distance itself.
 The **anomaly map** (what localises the finding) is built from the map terms `ScoreConfig.map_terms`: one
 term gives its smoothed map as it is; several are each divided by their `map_scales` (the pixel std of the
 held-out normals' smoothed map of that term, fitted by the scorer) and summed, so every map counts in the
-same unit, "standard deviations of a normal image's pixel".
+same unit, "standard deviations of a normal image's pixel". The *detection map* is the same construction
+over `ScoreConfig.detect_terms`, at the same smoothing and in the same units; only its aggregate enters a
+score (the `detection_map` term), it is never shown.
 
 `Evidence` holds one batch of images and computes each intermediate (codes, restorations, maps, D
 features, slot distances) at most once, only when a requested term needs it; `compute_terms` asks it for
@@ -157,6 +162,8 @@ class ScoreConfig:
     aggregation         map terms: "mean", "topk" (mean of the top `top_percent` % pixels) or "max"
     map_terms           the map terms the anomaly map is made of (one: its map; several: each divided by
                         its held-out normals' pixel std, summed)
+    detect_terms        the map terms the detection map (the `detection_map` term) is made of, the same way;
+                        empty: the anomaly map's `map_terms`
     top_percent         for "topk"
     map_sigma           Gaussian smoothing (px) of the anomaly map and of every aggregated map
     held_out_fraction   training normals held out to standardise the terms (the rest fit the Gaussians)
@@ -181,13 +188,15 @@ class ScoreConfig:
     refine_prior: float = 0.0
     refine_loss: str = "mse"
     map_terms: tuple[str, ...] = ("image_residual",)
+    detect_terms: tuple[str, ...] = ()
 
     def __post_init__(self):
         self.terms = tuple(self.terms)
         self.map_terms = tuple(self.map_terms)
-        if (not self.map_terms or any(t not in MAP_TERMS for t in self.map_terms)
-                or len(set(self.map_terms)) < len(self.map_terms)):
-            raise ValueError(f"map_terms must be distinct map terms from {list(MAP_TERMS)}, got {list(self.map_terms)}")
+        self.detect_terms = tuple(self.detect_terms)
+        for name, maps in (("map_terms", self.map_terms), ("detect_terms", self.detect_terms or self.map_terms)):
+            if not maps or any(t not in MAP_TERMS for t in maps) or len(set(maps)) < len(maps):
+                raise ValueError(f"{name} must be distinct map terms from {list(MAP_TERMS)}, got {list(maps)}")
         unknown = [t for t in self.terms if not is_term(t)]
         if unknown or not self.terms:
             raise ValueError(f"unknown score terms {unknown}: known are {sorted(TERMS)} and latent_l<k>"
@@ -223,6 +232,7 @@ class ScoreConfig:
         d = dataclasses.asdict(self)
         d["terms"] = list(self.terms)
         d["map_terms"] = list(self.map_terms)
+        d["detect_terms"] = list(self.detect_terms)
         return d
 
     @classmethod
@@ -246,15 +256,27 @@ class ScoreConfig:
             else:
                 how = "maximum" if self.aggregation == "max" else f"mean of the top {self.top_percent:g} % pixels"
                 rule += f"; maps smoothed (sigma {self.map_sigma:g} px) and made one number by their {how}"
+        if "detection_map" in self.terms:
+            rule += f"; the detection map is {self.describe_map(detection=True)}"
         if self.refine_steps:
             loss = "pixel-MSE" if self.refine_loss == "mse" else f"pixel-{self.refine_loss.upper()}"
             rule += (f"; restorations refined by {self.refine_steps} steps of {loss} optimisation in W+ from E(x)"
                      + (f" under the normal-latent prior (weight {self.refine_prior:g})" if self.refine_prior else ""))
         return rule
 
-    def describe_map(self) -> str:
-        """One phrase: what the anomaly map is."""
-        maps = [TERMS[t].phrase for t in self.map_terms]
+    @property
+    def detection_terms(self) -> tuple[str, ...]:
+        """The map terms the detection map sums: `detect_terms`, or the anomaly map's when that is empty."""
+        return self.detect_terms or self.map_terms
+
+    @property
+    def scaled_maps(self) -> tuple[str, ...]:
+        """The map terms whose held-out pixel std the scorer fits (`fit_map_scales`): both maps' terms."""
+        return tuple(dict.fromkeys([*self.map_terms, *self.detection_terms]))
+
+    def describe_map(self, detection: bool = False) -> str:
+        """One phrase: what the anomaly map (with `detection`: the detection map) is."""
+        maps = [TERMS[t].phrase for t in (self.detection_terms if detection else self.map_terms)]
         if len(maps) == 1:
             return f"{maps[0]} smoothed by sigma {self.map_sigma:g} px"
         return (f"the sum of {', '.join(maps[:-1])} and {maps[-1]}, each smoothed by sigma {self.map_sigma:g} px "
@@ -366,10 +388,11 @@ class Evidence:
         return self._once("repaired",
                           lambda: self.nets.repair(self.x, quantile=0.99, ws=self.ws)["repaired"].mean(axis=1))
 
-    def anomaly_map(self, cfg: ScoreConfig) -> np.ndarray:
+    def anomaly_map(self, cfg: ScoreConfig, detection: bool = False) -> np.ndarray:
         """The anomaly map under `cfg` [N, H, W]: `cfg.map_terms`' smoothed maps, several ones each divided by
-        the scorer's fitted `map_scales` and summed (see the module docstring)."""
-        names = cfg.map_terms
+        the scorer's fitted `map_scales` and summed (see the module docstring). With `detection`: the
+        detection map, the same over `cfg.detection_terms`."""
+        names = cfg.detection_terms if detection else cfg.map_terms
         if len(names) == 1:
             return self.map(names[0], cfg.map_sigma)
         scales = self.nets.map_scales
@@ -381,8 +404,9 @@ class Evidence:
 
 
 def fit_map_scales(ev: Evidence, cfg: ScoreConfig) -> dict[str, float]:
-    """{map term: pixel std of its smoothed map} over held-out normal images `ev`, for `cfg.map_terms`."""
-    return {n: float(ev.map(n, cfg.map_sigma).std() + 1e-12) for n in cfg.map_terms}
+    """{map term: pixel std of its smoothed map} over held-out normal images `ev`, for the terms of the
+    anomaly map and of the detection map (`cfg.scaled_maps`)."""
+    return {n: float(ev.map(n, cfg.map_sigma).std() + 1e-12) for n in cfg.scaled_maps}
 
 
 # ----------------------------------------------------------------------------- the registry
@@ -432,6 +456,10 @@ def _anomaly_map(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
     return aggregate(ev.anomaly_map(cfg), cfg.aggregation, cfg.top_percent)
 
 
+def _detection_map(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
+    return aggregate(ev.anomaly_map(cfg, detection=True), cfg.aggregation, cfg.top_percent)
+
+
 TERMS: dict[str, Term] = {
     "image_residual": Term(_aggregated("image_residual"), (), True, "|x - x_hat| aggregated over the image",
                            map=lambda ev: ev.residual(), phrase="|x - x_hat|"),
@@ -461,6 +489,8 @@ TERMS: dict[str, Term] = {
                             phrase="|x - G(repaired code)|"),
     "anomaly_map": Term(_anomaly_map, ("map_scales",), True,
                         "the anomaly map (`map_terms`, each in held-out normals' pixel std, summed) aggregated"),
+    "detection_map": Term(_detection_map, ("map_scales",), True,
+                          "the detection map (`detect_terms`, summed like the anomaly map's) aggregated"),
 }
 MAP_TERMS = tuple(n for n, t in TERMS.items() if t.map is not None)     # terms an anomaly map can be made of
 ENCODER_MAPS = ("residual_encoder", "perceptual_encoder")               # maps against G(E(x)) alone

@@ -78,13 +78,23 @@ def test_study_on_the_tiny_pipeline_chooses_on_validation(shipped, monkeypatch, 
         assert len(m["candidates"]) == len(st.SIGMA_CANDIDATES) * (2 ** (2 if r == "0" else 4) - 1)
     chosen_map = rep["maps"][cfg.restoration]
     assert list(cfg.map_terms) == chosen_map["terms"] and cfg.map_sigma == chosen_map["sigma"]
+    # the detection map: the set of maps with the best validation image AUROC (at the map's sigma), and the
+    # column detection_map@<its aggregation> is that map's aggregate, so it has that AUROC
+    valid = load_split(shipped["data"], "valid")
+    for r, m in rep["maps"].items():
+        assert len(m["detect_candidates"]) == 2 ** (2 if r == "0" else 4) - 1
+        best = max(c["image_auroc"] for c in m["detect_candidates"])
+        picked = [c for c in m["detect_candidates"] if c["terms"] == m["detect_terms"]][0]
+        assert m["detect_auroc"] == picked["image_auroc"] == pytest.approx(best, abs=1e-4)
+        column = st.z_columns(out, "valid", r)[f"detection_map@{picked['aggregation']}"]
+        assert metrics.auroc(column, valid.labels) == pytest.approx(m["detect_auroc"], abs=1e-4)
+    assert list(cfg.detect_terms) == chosen_map["detect_terms"]
     # the chosen score's test AUROC is recomputable from the stored z-scores
     test = load_split(shipped["data"], "test")
     z = st.z_columns(out, "test", cfg.restoration)
     s = st.combined(z, rep["chosen"]["columns"], cfg.combine)
     assert rep["chosen"]["test"]["value"] == pytest.approx(metrics.auroc(s, test.labels), abs=1e-6)
     # per type on validation (each finding against all validation normals), by hand
-    valid = load_split(shipped["data"], "valid")
     column = rep["chosen"]["columns"][0]
     zv = st.z_columns(out, "valid", cfg.restoration)[column]
     by_type = rep["columns"][cfg.restoration][column]["valid_per_type"]
@@ -291,4 +301,19 @@ def test_restoration_views_draw_one_line_per_loss():
     options.append({"restoration": "20", "valid_auroc": 0.95})                # a second option on "20" wins there
     assert st.best_valid_auroc(report) == pytest.approx({"0": 0.8, "20": 0.95, "40": 0.82, "l1-40": 0.83})
     mse_line = [ln for ln in plots.refinement_curve(report).axes[2].get_lines() if ln.get_linestyle() == "-"][0]
-    assert list(mse_line.get_ydata()) == pytest.approx([0.8, 0.95, 0.82])          # the AUROC panel plots the best per step
+    assert list(mse_line.get_ydata()) == pytest.approx([0.8, 0.95, 0.82])          # the best option per step
+
+
+def test_phantom_seeds_table_has_one_row_per_phantom():
+    from hqanogan_core import tables
+
+    def entry(auroc, nodule):
+        return {"image": {"auroc": {"value": auroc, "ci95": [auroc - 0.02, auroc + 0.02]}}, "pixel_auroc": 0.95,
+                "per_type": {"nodule": {"auroc": {"value": nodule, "ci95": [0, 1]}},
+                             "effusion": {"auroc": {"value": 0.97, "ci95": [0, 1]}}}}
+
+    table = tables.phantom_seeds_table({"seed 0": entry(0.91, 0.83), "seed 1": entry(0.89, 0.77)})
+    lines = table.splitlines()
+    assert lines[0] == "| phantom | image AUROC [95 % CI] | effusion | nodule | pixel AUROC |"
+    assert lines[2] == "| seed 0 | 0.910 [0.890, 0.930] | 0.970 | 0.830 | 0.950 |"
+    assert lines[3].startswith("| seed 1 | 0.890 [0.870, 0.910] | 0.970 | 0.770 |")

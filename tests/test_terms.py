@@ -55,9 +55,14 @@ def test_score_config_checks_and_round_trips():
                          ({"map_terms": ("latent",)}, "map_terms must be distinct map terms"),
                          ({"map_terms": ("perceptual", "perceptual")}, "map_terms must be distinct"),
                          ({"map_terms": ()}, "map_terms"),
+                         ({"detect_terms": ("latent",)}, "detect_terms must be distinct map terms"),
                          ({"refine_loss": "l2"}, "unknown refine_loss 'l2'")]:
         with pytest.raises(ValueError, match=message):
             terms.ScoreConfig(**{"terms": ("perceptual",), **bad})
+    # a config stored before detect_terms existed loads with the default: the anomaly map's terms
+    two = terms.ScoreConfig(terms=("detection_map",), map_terms=("image_residual", "perceptual"))
+    old = {k: v for k, v in two.to_dict().items() if k != "detect_terms"}
+    assert terms.ScoreConfig.from_dict(old).detection_terms == ("image_residual", "perceptual")
     with pytest.raises(ValueError, match="unknown ScoreConfig fields \\['sigma'\\]"):
         terms.ScoreConfig.from_dict({"sigma": 1})
     assert "top 2 % pixels" in cfg.describe() and "largest of 2 x z(perceptual)" in cfg.describe()
@@ -321,6 +326,30 @@ def test_anomaly_map_sums_maps_in_held_out_std_units():
     unfitted = tiny_scorer(cfg)
     with pytest.raises(RuntimeError, match="needs the map scales"):
         unfitted.anomaly_maps(test)
+
+
+def test_detection_map_sums_its_own_terms_in_the_same_units():
+    """`detect_terms` make a second sum of maps, in the same held-out std units (the scales cover both maps'
+    terms); the `detection_map` term aggregates it, and without detect_terms it is the anomaly map."""
+    cfg = terms.ScoreConfig(terms=("detection_map", "anomaly_map"), aggregation="max", map_sigma=1.0,
+                            map_terms=("image_residual",), detect_terms=("image_residual", "perceptual"))
+    assert cfg.scaled_maps == ("image_residual", "perceptual")
+    scorer = tiny_scorer(cfg)
+    scorer.fit(phantom_like(16, seed=0), phantom_like(8, seed=1))
+    assert set(scorer.map_scales) == {"image_residual", "perceptual"}
+    test = phantom_like(4, seed=2)
+    out = scorer.score(test)
+    ev = scorer.last_evidence
+    by_hand = (ev.map("image_residual", 1.0) / scorer.map_scales["image_residual"]
+               + ev.map("perceptual", 1.0) / scorer.map_scales["perceptual"])
+    np.testing.assert_allclose(out["detection_map"], by_hand.reshape(4, -1).max(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(scorer.anomaly_maps(test, ev), ev.map("image_residual", 1.0), rtol=1e-6)  # unchanged
+    np.testing.assert_allclose(out["anomaly_map"], ev.map("image_residual", 1.0).reshape(4, -1).max(axis=1),
+                               rtol=1e-5)
+    same = cfg.replace(detect_terms=())
+    np.testing.assert_allclose(terms.compute_terms(ev, ("detection_map",), same)["detection_map"],
+                               out["anomaly_map"], rtol=1e-6)
+    assert "the detection map is the sum of |x - x_hat| and the perceptual map" in cfg.describe()
 
 
 def test_with_restoration_keeps_only_what_the_encoder_decides():

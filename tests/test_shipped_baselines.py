@@ -107,6 +107,25 @@ def test_stored_result_still_matches_its_key(name, splits):
     assert str(REPO_ROOT) not in stored, "a stored result must not record this machine's paths"
 
 
+def test_other_seed_results_were_computed_like_the_book_result():
+    """Chapter 4 loads the default score's results on phantoms of other seeds (data/pretrained/results64_seed<s>)
+    without drawing those phantoms in this test: their keys must equal the book phantom's stored key (which
+    the test above checks against today's code and weights) in everything but the images. Re-ship with
+    python -m hqanogan_core benchmark --data data/cache/phantom64_seed<s> --methods hqanogan
+    --cache data/pretrained/results64_seed<s>."""
+    from hqanogan_core.data.default import ROBUSTNESS_SEEDS
+
+    images = {"train_signature", "test_signature", "valid_signature", "reference_signature"}
+    book = json.loads((data_dir() / "pretrained" / "results64" / "hqanogan" / "result.json").read_text())["key"]
+    for s in ROBUSTNESS_SEEDS:
+        file = data_dir() / "pretrained" / f"results64_seed{s}" / "hqanogan" / "result.json"
+        assert file.is_file(), f"{file} is not shipped (see this test's docstring)"
+        key = json.loads(file.read_text())["key"]
+        stale = sorted(k for k in book.keys() | key.keys() if k not in images and book.get(k) != key.get(k))
+        assert not stale, f"{file} differs from the book's result in {stale}: re-ship it"
+        assert key["test_signature"] != book["test_signature"]            # other patients
+
+
 def test_shipped_inversion_study_matches_and_reproduces(splits, tmp_path):
     """Chapter 3's encoder-vs-projector numbers are shipped (data/pretrained/inversion64, written by
     `python -m hqanogan_core compare-inversions`): the book loads them only while their key matches, and

@@ -37,6 +37,7 @@ def phantom_dataset(
     seed: int = 0,
     severity: float = 1.0,
     root: str | Path | None = None,
+    progress: bool = True,
 ) -> Path:
     """Path of the phantom set with these settings under the cache, generated if needed."""
     settings = dict(size=size, n_train=n_train, n_test=n_test, n_valid=n_valid, seed=seed, severity=severity)
@@ -48,7 +49,8 @@ def phantom_dataset(
     if root.exists():
         shutil.rmtree(root)
     config = phantom.PhantomConfig(size=size, severity=severity)
-    phantom.write_phantom_dataset(root, n_train=n_train, n_test=n_test, n_valid=n_valid, seed=seed, config=config)
+    phantom.write_phantom_dataset(root, n_train=n_train, n_test=n_test, n_valid=n_valid, seed=seed, config=config,
+                                  progress=progress)
     marker.write_text(fingerprint)
     return root
 
@@ -58,10 +60,10 @@ def phantom_dataset(
 ROBUSTNESS_SEEDS = (1, 2, 3, 4)
 
 
-def seed_phantom(seed: int, size: int = 64) -> Path:
+def seed_phantom(seed: int, size: int = 64, progress: bool = False) -> Path:
     """The default phantom's settings with another seed, in its own cache folder (phantom<size>_seed<seed>):
     new patients for the same networks and score."""
-    return phantom_dataset(size=size, seed=seed, root=cache_dir() / f"phantom{size}_seed{seed}")
+    return phantom_dataset(size=size, seed=seed, root=cache_dir() / f"phantom{size}_seed{seed}", progress=progress)
 
 
 def selection_phantom(size: int = 64) -> Path:

@@ -299,13 +299,16 @@ def map_sets(scorer, refined: bool) -> list[tuple[str, ...]]:
 
 def choose_map(scorer, ev_held: Evidence, ev_valid: Evidence, masks: np.ndarray, seed: int = 0) -> dict:
     """The anomaly map with the best validation pixel AUROC over every set of `map_sets` and every sigma
-    (ties to fewer maps, then the smaller sigma). Sets `scorer.map_scales` to the winner's.
+    (ties to fewer maps, then the smaller sigma). Sets `scorer.map_scales` to the winner's sigma's: every map
+    term's held-out pixel std (a term's scale is its own, whatever set it is in, so one fit per sigma serves
+    every set and, later, the detection map).
     -> {"terms", "sigma", "pixel_auroc", "aupro", "scales", "candidates": [{"terms", "sigma", "pixel_auroc"}]}"""
     candidates, sets = [], map_sets(scorer, ev_valid.refined)
     for sigma in SIGMA_CANDIDATES:
+        every = ScoreConfig(terms=("latent",), map_sigma=sigma, map_terms=sets[-1])     # the last set: every map
+        scorer.map_scales = fit_map_scales(ev_held, every)
         for terms in sets:
             cfg = ScoreConfig(terms=("latent",), map_sigma=sigma, map_terms=terms)
-            scorer.map_scales = fit_map_scales(ev_held, cfg)
             candidates.append({"terms": list(terms), "sigma": sigma, "scales": scorer.map_scales,
                                "pixel_auroc": metrics.pixel_auroc(ev_valid.anomaly_map(cfg), masks, seed=seed)})
     best = max(candidates, key=lambda c: (round(c["pixel_auroc"], 4), -len(c["terms"]), -c["sigma"]))
@@ -321,10 +324,12 @@ def choose_detection_map(scorer, ev_held: Evidence, ev_valid: Evidence, labels: 
     (under the best of AGGREGATIONS but "mean", which barely sees a map's peaks) has the best validation
     image AUROC, ties to fewer maps. -> `anomaly_map` with "detect_terms", "detect_auroc" and
     "detect_candidates": [{"terms", "aggregation", "image_auroc"}] added, its "scales" covering every map
-    term (each scale is its own term's held-out pixel std, whatever set it is in)"""
+    term at that sigma (`choose_map`'s; fitted here when the split has no masks to choose a map by)"""
     sigma, sets = anomaly_map["sigma"], map_sets(scorer, ev_valid.refined)
-    every = max(sets, key=len)                               # the last set: every map
-    scorer.map_scales = fit_map_scales(ev_held, ScoreConfig(terms=("latent",), map_sigma=sigma, map_terms=every))
+    scales = anomaly_map.get("scales") or {}
+    if not set(sets[-1]) <= set(scales):
+        scales = fit_map_scales(ev_held, ScoreConfig(terms=("latent",), map_sigma=sigma, map_terms=sets[-1]))
+    scorer.map_scales = scales
     candidates = []
     for terms in sets:
         cfg = ScoreConfig(terms=("latent",), map_sigma=sigma, map_terms=terms)

@@ -60,10 +60,11 @@ from .terms import ENCODER_MAPS, TERMS, ScoreConfig, aggregate, fit_map_scales, 
 
 FORMAT = "hqanogan-score-study-v1"
 # candidate terms (and every slot's latent_l<k>, added per generator)
-CANDIDATE_TERMS = ("image_residual", "residual_encoder", "perceptual", "perceptual_encoder", "feature_residual",
-                   "discriminator_blocks", "latent", "latent_coarse", "latent_middle", "latent_fine", "cycle",
+CANDIDATE_TERMS = ("image_residual", "residual_added", "residual_encoder", "perceptual", "perceptual_encoder",
+                   "feature_residual", "discriminator_blocks", "latent", "latent_coarse", "latent_middle", "latent_fine", "cycle",
                    "repair_residual", "anomaly_map", "detection_map")
-MAP_CANDIDATES = ("image_residual", "residual_encoder", "perceptual", "perceptual_encoder")   # maps the map may sum
+# maps the anomaly and detection maps may sum
+MAP_CANDIDATES = ("image_residual", "residual_added", "residual_encoder", "perceptual", "perceptual_encoder")
 AGGREGATIONS = {"mean": ("mean", 1.0), "top1": ("topk", 1.0), "top5": ("topk", 5.0), "max": ("max", 1.0)}
 # restorations (`terms.restoration_settings`): G(E(x)); that many steps of pixel-MSE refinement in W+; that many
 # of the robust pixel-L1 refinement (`project.pixel_loss`)

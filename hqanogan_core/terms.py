@@ -4,6 +4,9 @@ Every term is "how badly the model of normal explains this image", higher = more
 per image. For an image x with code w = E(x) and restoration x_hat = G(w):
 
     image_residual      |x - x_hat| per pixel, aggregated over the image           map term
+    residual_added      max(x - x_hat, 0): only where the image is brighter (denser) than its restoration, the
+                        side every finding that adds opacity lies on (nodule, consolidation, effusion, a
+                        larger heart); blind to a lucency such as a pneumothorax by design   map term
     residual_encoder    |x - G(E(x))|, the encoder's one-pass restoration even when x_hat is refined  map term
     perceptual          LPIPS-style distance(x, x_hat); its spatial map when aggregated   map term
     feature_residual    mean (f(x) - f(x_hat))^2, f = D's features before its last layer (f-AnoGAN's izi_f)
@@ -194,7 +197,7 @@ class ScoreConfig:
         self.terms = tuple(self.terms)
         self.map_terms = tuple(self.map_terms)
         self.detect_terms = tuple(self.detect_terms)
-        for name, maps in (("map_terms", self.map_terms), ("detect_terms", self.detect_terms or self.map_terms)):
+        for name, maps in (("map_terms", self.map_terms), ("detect_terms", self.detection_terms)):
             if not maps or any(t not in MAP_TERMS for t in maps) or len(set(maps)) < len(maps):
                 raise ValueError(f"{name} must be distinct map terms from {list(MAP_TERMS)}, got {list(maps)}")
         unknown = [t for t in self.terms if not is_term(t)]
@@ -271,8 +274,10 @@ class ScoreConfig:
 
     @property
     def scaled_maps(self) -> tuple[str, ...]:
-        """The map terms whose held-out pixel std the scorer fits (`fit_map_scales`): both maps' terms."""
-        return tuple(dict.fromkeys([*self.map_terms, *self.detection_terms]))
+        """The map terms whose held-out pixel std the scorer fits (`fit_map_scales`): the anomaly map's, and
+        the detection map's when the score uses it."""
+        detection = self.detection_terms if "detection_map" in self.terms else ()
+        return tuple(dict.fromkeys([*self.map_terms, *detection]))
 
     def describe_map(self, detection: bool = False) -> str:
         """One phrase: what the anomaly map (with `detection`: the detection map) is."""
@@ -321,6 +326,10 @@ class Evidence:
     def residual(self) -> np.ndarray:
         """|x - x_hat| averaged over channels, unsmoothed. [N, H, W]"""
         return self._once("residual", lambda: (self.x - self.rec).abs().mean(dim=1).numpy())
+
+    def added(self) -> np.ndarray:
+        """max(x - x_hat, 0) of the channel mean, unsmoothed [N, H, W]: where x is brighter than x_hat."""
+        return self._once("added", lambda: (self.x - self.rec).mean(dim=1).clamp_min(0).numpy())
 
     def encoder_residual(self) -> np.ndarray:
         """|x - G(E(x))| averaged over channels, unsmoothed [N, H, W] (`residual` when nothing is refined)."""
@@ -398,7 +407,8 @@ class Evidence:
         scales = self.nets.map_scales
         missing = [n for n in names if scales is None or n not in scales]
         if missing:
-            raise RuntimeError(f"the anomaly map of {list(names)} needs the map scales of {missing}: fit the scorer "
+            which = "detection" if detection else "anomaly"
+            raise RuntimeError(f"the {which} map of {list(names)} needs the map scales of {missing}: fit the scorer "
                                "(held-out normals) first")
         return sum(self.map(n, cfg.map_sigma) / scales[n] for n in names)
 
@@ -463,6 +473,9 @@ def _detection_map(ev: Evidence, cfg: ScoreConfig) -> np.ndarray:
 TERMS: dict[str, Term] = {
     "image_residual": Term(_aggregated("image_residual"), (), True, "|x - x_hat| aggregated over the image",
                            map=lambda ev: ev.residual(), phrase="|x - x_hat|"),
+    "residual_added": Term(_aggregated("residual_added"), (), True, "x - x_hat where positive (the image denser "
+                           "than its restoration: added opacity), aggregated over the image",
+                           map=lambda ev: ev.added(), phrase="max(x - x_hat, 0)"),
     "residual_encoder": Term(_aggregated("residual_encoder"), (), True, "image_residual against the encoder's "
                              "one-pass G(E(x)) even when the restoration is refined",
                              map=lambda ev: ev.encoder_residual(), phrase="|x - G(E(x))|"),

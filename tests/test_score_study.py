@@ -8,7 +8,7 @@ import torch
 
 from hqanogan_core import metrics, score_study as st
 from hqanogan_core.methods.hqanogan import DEFAULT_SCORE
-from hqanogan_core.terms import ScoreConfig
+from hqanogan_core.terms import ENCODER_MAPS, ScoreConfig
 
 
 def test_greedy_selection_adds_terms_only_while_they_help():
@@ -73,16 +73,17 @@ def test_study_on_the_tiny_pipeline_chooses_on_validation(shipped, monkeypatch, 
     assert all(t in st.CANDIDATE_TERMS or t.startswith("latent_l") for t in cfg.terms)
     # the map: the best validation pixel AUROC of every set of maps and sigma, per restoration, and the
     # chosen config carries its restoration's map; G(E(x)) alone never sums a map with its own duplicate
+    n_maps = {r: len(st.MAP_CANDIDATES) - (len(ENCODER_MAPS) if r == "0" else 0) for r in rep["maps"]}
     for r, m in rep["maps"].items():
         assert m["pixel_auroc"] == pytest.approx(max(c["pixel_auroc"] for c in m["candidates"]), abs=1e-4)
-        assert len(m["candidates"]) == len(st.SIGMA_CANDIDATES) * (2 ** (2 if r == "0" else 4) - 1)
+        assert len(m["candidates"]) == len(st.SIGMA_CANDIDATES) * (2 ** n_maps[r] - 1)
     chosen_map = rep["maps"][cfg.restoration]
     assert list(cfg.map_terms) == chosen_map["terms"] and cfg.map_sigma == chosen_map["sigma"]
     # the detection map: the set of maps with the best validation image AUROC (at the map's sigma), and the
     # column detection_map@<its aggregation> is that map's aggregate, so it has that AUROC
     valid = load_split(shipped["data"], "valid")
     for r, m in rep["maps"].items():
-        assert len(m["detect_candidates"]) == 2 ** (2 if r == "0" else 4) - 1
+        assert len(m["detect_candidates"]) == 2 ** n_maps[r] - 1
         best = max(c["image_auroc"] for c in m["detect_candidates"])
         picked = [c for c in m["detect_candidates"] if c["terms"] == m["detect_terms"]][0]
         assert m["detect_auroc"] == picked["image_auroc"] == pytest.approx(best, abs=1e-4)

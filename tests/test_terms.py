@@ -352,6 +352,37 @@ def test_detection_map_sums_its_own_terms_in_the_same_units():
     assert "the detection map is the sum of |x - x_hat| and the perceptual map" in cfg.describe()
 
 
+def test_residual_added_sees_only_what_is_brighter_than_the_restoration():
+    """residual_added is max(x - x_hat, 0): a bright (dense) blob counts in full, an equally strong dark one
+    not at all, where |x - x_hat| sees both alike; with both present it is the positive part, by hand."""
+    scorer = tiny_scorer(terms.ScoreConfig(terms=("image_residual",)))
+    rec = phantom_like(3, seed=4)
+    x = rec.clone()
+    x[0, :, 4:7, 4:7] += 0.5                                  # added density
+    x[1, :, 4:7, 4:7] -= 0.5                                  # a lucency
+    x[2] = x[2] + torch.linspace(-0.3, 0.3, 16)               # both sides at once
+    ev = terms.Evidence(scorer, x, torch.zeros(3, scorer.G.num_ws, scorer.G.w_dim), rec)
+    cfg = terms.ScoreConfig(terms=("residual_added", "image_residual"), aggregation="max", map_sigma=0.0)
+    out = terms.compute_terms(ev, cfg.terms, cfg)
+    np.testing.assert_allclose(out["image_residual"][:2], [0.5, 0.5], rtol=1e-5)
+    np.testing.assert_allclose(out["residual_added"][:2], [0.5, 0.0], atol=1e-6)
+    by_hand = np.clip((x - rec).mean(dim=1).numpy(), 0, None)
+    np.testing.assert_allclose(ev.map("residual_added", 0.0), by_hand, rtol=1e-6)
+    assert (by_hand[2] == 0).any() and (by_hand[2] > 0).any()
+    assert terms.ScoreConfig(map_terms=("residual_added",)).describe_map() == "max(x - x_hat, 0) smoothed by sigma 1 px"
+
+
+def test_only_a_scored_detection_map_has_its_maps_scaled():
+    """The scorer fits held-out scales for the anomaly map's terms, and for the detection map's only when
+    the score uses it (a score override that drops `detection_map` does not pay for its maps)."""
+    both = terms.ScoreConfig(terms=("detection_map",), map_terms=("image_residual",),
+                             detect_terms=("residual_added", "perceptual"))
+    assert both.scaled_maps == ("image_residual", "residual_added", "perceptual")
+    assert both.replace(terms=("anomaly_map",)).scaled_maps == ("image_residual",)
+    with pytest.raises(ValueError, match="detect_terms must be distinct"):
+        both.replace(detect_terms=("perceptual", "perceptual"))
+
+
 def test_with_restoration_keeps_only_what_the_encoder_decides():
     """A repair swaps the restoration: residual maps follow it, maps against G(E(x)) and slot distances do not."""
     scorer = tiny_scorer(terms.ScoreConfig(terms=("image_residual",), refine_steps=3, refine_lr=0.05))

@@ -27,9 +27,9 @@ REPAIR_DEFAULT = {"mode": "shrink", "quantile": 0.99, "target_quantile": None}
 
 # the default score, as chosen on the validation split (`score_study` re-runs the choice; a test checks
 # that the shipped study chose this)
-DEFAULT_SCORE = ScoreConfig(terms=("detection_map",), aggregation="max", map_sigma=2.0, refine_steps=40,
+DEFAULT_SCORE = ScoreConfig(terms=("detection_map",), aggregation="max", map_sigma=2.0, refine_steps=60,
                             refine_loss="l1", map_terms=("image_residual", "residual_encoder", "perceptual_encoder"),
-                            detect_terms=("image_residual", "perceptual_encoder"))
+                            detect_terms=("residual_added", "perceptual_encoder"))
 
 
 def score_config(score: ScoreConfig | dict | None) -> ScoreConfig:

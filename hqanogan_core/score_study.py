@@ -61,8 +61,8 @@ from .terms import ENCODER_MAPS, TERMS, ScoreConfig, aggregate, fit_map_scales, 
 FORMAT = "hqanogan-score-study-v1"
 # candidate terms (and every slot's latent_l<k>, added per generator)
 CANDIDATE_TERMS = ("image_residual", "residual_added", "residual_encoder", "perceptual", "perceptual_encoder",
-                   "feature_residual", "discriminator_blocks", "latent", "latent_coarse", "latent_middle", "latent_fine", "cycle",
-                   "repair_residual", "anomaly_map", "detection_map")
+                   "feature_residual", "discriminator_blocks", "latent", "latent_coarse", "latent_middle",
+                   "latent_fine", "cycle", "repair_residual", "anomaly_map", "detection_map")
 # maps the anomaly and detection maps may sum
 MAP_CANDIDATES = ("image_residual", "residual_added", "residual_encoder", "perceptual", "perceptual_encoder")
 AGGREGATIONS = {"mean": ("mean", 1.0), "top1": ("topk", 1.0), "top5": ("topk", 5.0), "max": ("max", 1.0)}
